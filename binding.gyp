@@ -1,0 +1,28 @@
+{
+  "targets": [
+    {
+      "target_name": "threadleak",
+      "sources": ["native/addon.cc"],
+      "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],
+      "defines": ["NAPI_VERSION=8"],
+      "conditions": [
+        ["OS=='linux'", {
+          "sources": ["native/threads_linux.cc"],
+          "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-fvisibility=hidden"]
+        }],
+        ["OS!='linux'", {
+          "sources": ["native/threads_unsupported.cc"]
+        }],
+        ["OS=='mac'", {
+          "xcode_settings": {
+            "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
+            "MACOSX_DEPLOYMENT_TARGET": "10.15"
+          }
+        }],
+        ["OS=='win'", {
+          "msvs_settings": {"VCCLCompilerTool": {"AdditionalOptions": ["/std:c++17"]}}
+        }]
+      ]
+    }
+  ]
+}

@@ -1,0 +1,27 @@
+// threads_unsupported.cc — the backend for platforms that have none yet.
+//
+// It compiles everywhere so that installing the package never fails, and it
+// answers every call with ENOTSUP instead of inventing data.
+#include "threads.h"
+
+namespace threadleak {
+
+#if defined(__APPLE__)
+const char* BackendName() { return "darwin"; }
+#elif defined(_WIN32)
+const char* BackendName() { return "win32"; }
+#else
+const char* BackendName() { return "this platform"; }
+#endif
+
+uint64_t CurrentThreadId() { return 0; }
+
+bool ListThreads(int64_t, std::vector<ThreadRecord>* out, OsError* error) {
+  out->clear();
+  error->code = "ENOTSUP";
+  error->syscall = "ListThreads";
+  error->message = std::string("threadleak is not yet supported on ") + BackendName();
+  return false;
+}
+
+}  // namespace threadleak

@@ -1,0 +1,77 @@
+// The only module that loads the native addon. Everything else imports the
+// typed functions below; the addon's raw shapes stay private to this file.
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { unsupportedPlatformError } from './errors.js';
+
+/** An OS failure as the addon reports it: data, not an exception. */
+export interface NativeOsError {
+  code: string;
+  errno: number;
+  syscall: string;
+  message: string;
+}
+
+/** One thread as the addon reports it, before any policy is applied. */
+export interface RawThread {
+  id: number;
+  name: string;
+  rawState: string;
+  userCpuMs: number;
+  systemCpuMs: number;
+  /** NaN when the OS does not tell. */
+  startTime: number;
+  /** With id, names one thread for its whole life (see native/threads.h). */
+  identity: number;
+}
+
+interface Addon {
+  backend: string;
+  listThreads(pid: number): { numbers: Float64Array; text: string } | { error: NativeOsError };
+  currentThreadId(): number;
+  prewarmThreadpool(): void;
+}
+
+const SUPPORTED_PLATFORMS: ReadonlySet<string> = new Set(['linux']);
+const NUMBERS_PER_THREAD = 5;
+
+let addon: Addon | undefined;
+
+function load(): Addon {
+  if (addon) return addon;
+  if (!SUPPORTED_PLATFORMS.has(process.platform)) throw unsupportedPlatformError(process.platform);
+  const require = createRequire(import.meta.url);
+  const nodeGypBuild = require('node-gyp-build') as (dir: string) => Addon;
+  addon = nodeGypBuild(fileURLToPath(new URL('..', import.meta.url)));
+  return addon;
+}
+
+/** Lists the threads of `pid` (0: this process), or returns the OS error. */
+export function listThreads(pid: number): RawThread[] | NativeOsError {
+  const result = load().listThreads(pid);
+  if ('error' in result) return result.error;
+  const { numbers, text } = result;
+  const strings = text.split('\0');
+  const count = numbers.length / NUMBERS_PER_THREAD;
+  const out = new Array<RawThread>(count);
+  for (let i = 0, n = 0; i < count; i++, n += NUMBERS_PER_THREAD) {
+    out[i] = {
+      id: numbers[n]!,
+      userCpuMs: numbers[n + 1]!,
+      systemCpuMs: numbers[n + 2]!,
+      startTime: numbers[n + 3]!,
+      identity: numbers[n + 4]!,
+      name: strings[2 * i]!,
+      rawState: strings[2 * i + 1]!,
+    };
+  }
+  return out;
+}
+
+export function currentThreadId(): number {
+  return load().currentThreadId();
+}
+
+export function prewarmThreadpool(): void {
+  load().prewarmThreadpool();
+}

@@ -1,0 +1,52 @@
+// Every error class and error code threadleak throws. Messages come from report.ts.
+import {
+  formatInvalidOption,
+  formatOsError,
+  formatUnsupportedPlatform,
+} from './report.js';
+
+/** Base class of every leak threadleak reports by throwing. */
+export class LeakError extends Error {
+  override name = 'LeakError';
+}
+
+/** An OS failure while reading threads: carries the OS's code, errno and syscall. */
+export interface ThreadleakSystemError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+  pid?: number;
+}
+
+export function systemError(
+  what: string,
+  detail: { code: string; errno: number; syscall: string; message: string },
+  pid?: number,
+): ThreadleakSystemError {
+  const error = new Error(formatOsError(what, detail, pid)) as ThreadleakSystemError;
+  error.code = detail.code;
+  error.errno = detail.errno;
+  error.syscall = detail.syscall;
+  if (pid !== undefined) error.pid = pid;
+  return error;
+}
+
+/** A bad argument or option: a TypeError with code ERR_INVALID_ARG_VALUE naming it. */
+export function invalidOption(
+  where: string,
+  option: string,
+  value: unknown,
+  expected: string,
+): TypeError & { code: string } {
+  const error = new TypeError(formatInvalidOption(where, option, value, expected)) as TypeError & {
+    code: string;
+  };
+  error.code = 'ERR_INVALID_ARG_VALUE';
+  return error;
+}
+
+export function unsupportedPlatformError(platform: string): Error & { code: string } {
+  const error = new Error(formatUnsupportedPlatform(platform)) as Error & { code: string };
+  error.code = 'ERR_THREADLEAK_UNSUPPORTED_PLATFORM';
+  return error;
+}

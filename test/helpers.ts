@@ -1,0 +1,35 @@
+// Shared test helpers: the native spawner fixture and bounded polling.
+import { createRequire } from 'node:module';
+
+export interface SpawnOptions {
+  count?: number;
+  /** At most 15 bytes (the Linux limit). */
+  name?: string;
+  /** Block every signal in the new threads. */
+  blockSignals?: boolean;
+  /** End by themselves after this many ms (default: wait for stop()). */
+  lifetimeMs?: number;
+  /** 'pthread' (default) or 'std' (std::thread). */
+  kind?: 'pthread' | 'std';
+}
+
+export interface Spawner {
+  start(options?: SpawnOptions): { handle: number; tids: number[] };
+  stop(handle: number): boolean;
+  churnStart(width?: number): void;
+  churnStop(): number;
+}
+
+const require = createRequire(import.meta.url);
+export const spawnerPath = require.resolve('./fixtures/spawner/build/Release/spawner.node');
+export const spawner = require(spawnerPath) as Spawner;
+
+/** Polls `check` until it returns true or `timeoutMs` passes; returns the last result. */
+export async function waitUntil(check: () => boolean, timeoutMs = 2000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (check()) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}

@@ -1,0 +1,184 @@
+import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { threads, type ThreadInfo } from '../src/index.js';
+import { spawner, waitUntil } from './helpers.js';
+
+const handles: number[] = [];
+afterEach(() => {
+  while (handles.length) spawner.stop(handles.pop()!);
+});
+
+function start(options: Parameters<typeof spawner.start>[0]) {
+  const started = spawner.start(options);
+  handles.push(started.handle);
+  return started;
+}
+
+const byId = (list: ThreadInfo[]) => new Map(list.map((t) => [t.id, t]));
+const STATES = ['running', 'sleeping', 'blocked', 'stopped', 'zombie', 'unknown'];
+
+describe('threads()', () => {
+  it('lists the main thread with id == process.pid and the same ids as /proc/self/task', () => {
+    // Compare twice around the snapshot: the runtime may start or end a thread in between.
+    for (let attempt = 0; ; attempt++) {
+      const before = readdirSync('/proc/self/task').map(Number).sort((a, b) => a - b);
+      const list = threads();
+      const after = readdirSync('/proc/self/task').map(Number).sort((a, b) => a - b);
+      const ids = list.map((t) => t.id).sort((a, b) => a - b);
+      if (JSON.stringify(before) !== JSON.stringify(after) && attempt < 10) continue;
+      expect(ids).toEqual(before);
+      break;
+    }
+    const main = threads().find((t) => t.id === process.pid);
+    expect(main).toBeDefined();
+    expect(main!.state).toBe('running');
+    expect(main!.rawState).toBe('R');
+  });
+
+  it('gives every field its documented type and a plausible value', () => {
+    const now = Date.now();
+    for (const t of threads()) {
+      expect(Number.isSafeInteger(t.id) && t.id > 0).toBe(true);
+      expect(t.key).toMatch(/^\d+@\d+$/);
+      expect(typeof t.name).toBe('string');
+      expect(STATES).toContain(t.state);
+      expect(t.rawState).toMatch(/^[A-Za-z]$/);
+      expect(t.userCpuMs).toBeGreaterThanOrEqual(0);
+      expect(t.systemCpuMs).toBeGreaterThanOrEqual(0);
+      // btime has whole-second precision: allow a second of slack each way.
+      expect(t.startTime).toBeGreaterThan(now - 24 * 3600_000 * 365);
+      expect(t.startTime!).toBeLessThanOrEqual(now + 1000);
+    }
+  });
+
+  it('reads the same stat fields as /proc/self/task/TID/stat', () => {
+    const { tids } = start({ count: 1, name: 'statcheck' });
+    const tid = tids[0]!;
+    const info = byId(threads()).get(tid)!;
+    const line = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+    const fields = line.slice(line.lastIndexOf(')') + 2).split(' ');
+    // fields[0] is field 3; field N is fields[N - 3].
+    expect(info.rawState).toBe(fields[0]);
+    expect(info.key).toBe(`${tid}@${fields[22 - 3]}`);
+    const ticks = 100; // sysconf(_SC_CLK_TCK) on Linux x86_64
+    const btime = Number(/^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))![1]);
+    expect(info.startTime).toBe(btime * 1000 + (Number(fields[22 - 3]) * 1000) / ticks);
+  });
+
+  it('lists fixture threads with their names and plausible states, and not after stop', async () => {
+    const { handle, tids } = start({ count: 5, name: 'tl-fixture' });
+    const listed = byId(threads());
+    for (const tid of tids) {
+      expect(listed.get(tid)?.name).toBe('tl-fixture');
+      // Parked on a condition variable: sleeping (or briefly running while it parks).
+      expect(['sleeping', 'running']).toContain(listed.get(tid)?.state);
+    }
+    expect(spawner.stop(handles.splice(handles.indexOf(handle), 1)[0]!)).toBe(true);
+    // A joined thread can linger in /proc for a moment while the kernel reaps it.
+    const gone = await waitUntil(() => {
+      const now = byId(threads());
+      return tids.every((tid) => !now.has(tid) || now.get(tid)!.state === 'zombie');
+    });
+    expect(gone).toBe(true);
+  });
+
+  it('parses names containing ")", "(" and spaces', () => {
+    for (const name of ['a) b', ') (x) )', 'sp ace', '))', '(']) {
+      const { tids } = start({ count: 1, name });
+      expect(byId(threads()).get(tids[0]!)?.name).toBe(name);
+    }
+  });
+
+  it('keeps the key stable across snapshots and distinct between threads', () => {
+    const { tids } = start({ count: 3, name: 'keyed' });
+    const a = byId(threads());
+    const b = byId(threads());
+    for (const tid of tids) expect(a.get(tid)!.key).toBe(b.get(tid)!.key);
+    expect(new Set(threads().map((t) => t.key)).size).toBe(threads().length);
+  });
+
+  it('lists the threads of a child process by pid', async () => {
+    const child = spawn(process.execPath, ['-e', 'new (require("worker_threads").Worker)("setInterval(()=>{},1000)",{eval:true}); setInterval(() => {}, 1000)'], {
+      stdio: 'ignore',
+    });
+    try {
+      await new Promise((resolve) => child.once('spawn', resolve));
+      let list: ThreadInfo[] = [];
+      // Wait until the child has started its Worker.
+      await waitUntil(() => (list = threads({ pid: child.pid! })).length >= 8, 5000);
+      const fromProc = readdirSync(`/proc/${child.pid}/task`).map(Number);
+      expect(list.map((t) => t.id)).toContain(child.pid);
+      expect(list.length).toBeGreaterThanOrEqual(8);
+      for (const t of list) expect(fromProc).toContain(t.id);
+      // The pid of this very process is the same as no pid.
+      expect(threads({ pid: process.pid }).map((t) => t.id)).toContain(process.pid);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+
+  it('fails with ESRCH for a pid that does not exist', async () => {
+    const child = spawn(process.execPath, ['-e', '0'], { stdio: 'ignore' });
+    const pid = child.pid!;
+    await new Promise((resolve) => child.once('exit', resolve));
+    await waitUntil(() => {
+      try {
+        readFileSync(`/proc/${pid}/stat`);
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    let error: any;
+    try {
+      threads({ pid });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(Error);
+    expect(error.code).toBe('ESRCH');
+    expect(error.pid).toBe(pid);
+    expect(error.message).toContain(String(pid));
+  });
+
+  it('fails with ESRCH for the id of a thread that is not a process leader', () => {
+    const { tids } = start({ count: 1 });
+    expect(() => threads({ pid: tids[0]! })).toThrow(expect.objectContaining({ code: 'ESRCH' }));
+  });
+
+  it('rejects a pid that is not a positive safe integer with a TypeError naming it', () => {
+    for (const pid of [0, -1, 1.5, NaN, Infinity, 2 ** 53, '12', null]) {
+      let error: any;
+      try {
+        threads({ pid: pid as number });
+      } catch (e) {
+        error = e;
+      }
+      expect(error).toBeInstanceOf(TypeError);
+      expect(error.code).toBe('ERR_INVALID_ARG_VALUE');
+      expect(error.message).toContain('options.pid');
+      expect(error.message).toContain(String(pid));
+    }
+    expect(() => threads(42 as never)).toThrow(TypeError);
+  });
+
+  it('never throws and never yields a duplicate key while threads churn', () => {
+    spawner.churnStart(8);
+    try {
+      let snapshots = 0;
+      const deadline = Date.now() + 3000;
+      while (snapshots < 3000 && Date.now() < deadline) {
+        const list = threads();
+        const keys = new Set(list.map((t) => t.key));
+        expect(keys.size).toBe(list.length);
+        expect(list.some((t) => t.id === process.pid)).toBe(true);
+        snapshots++;
+      }
+      expect(snapshots).toBeGreaterThan(500);
+    } finally {
+      const created = spawner.churnStop();
+      expect(created).toBeGreaterThan(100);
+    }
+  });
+});

@@ -13,9 +13,8 @@
 //    openat and read (ESRCH, or a read of 0 bytes): it is skipped.
 //  - /proc/<tid> exists for every thread id, not only for process leaders,
 //    so a pid given by the caller is checked to be a thread-group leader.
-//  - starttime is in clock ticks since boot; boot time (btime in /proc/stat)
-//    is in whole seconds, so start times are exact to within a second of
-//    wall clock but (tid, starttime) is an exact identity.
+//  - starttime is in clock ticks (10 ms here) since boot, so start times are
+//    exact to a tick and (tid, starttime) is an exact identity.
 #include "threads.h"
 
 #include <dirent.h>
@@ -23,6 +22,7 @@
 #include <fcntl.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -78,24 +78,17 @@ long ClockTicksPerSecond() {
   return ticks;
 }
 
-// Boot time in seconds since the epoch, from the btime line of /proc/stat;
-// 0 when it cannot be read (start times are then left out).
-uint64_t BootTimeSeconds() {
-  static const uint64_t btime = [] {
-    uint64_t value = 0;
-    FILE* f = fopen("/proc/stat", "re");
-    if (!f) return value;
-    char line[256];
-    while (fgets(line, sizeof line, f)) {
-      if (strncmp(line, "btime ", 6) == 0) {
-        value = strtoull(line + 6, nullptr, 10);
-        break;
-      }
-    }
-    fclose(f);
-    return value;
+// Boot time in ms since the epoch. starttime counts ticks of the boot-time
+// clock, so boot time is CLOCK_REALTIME - CLOCK_BOOTTIME, read once (ms
+// precision; btime in /proc/stat has only whole seconds). 0 when unknown.
+double BootTimeMs() {
+  static const double boot = [] {
+    struct timespec real, boot_clock;
+    if (clock_gettime(CLOCK_REALTIME, &real) != 0 || clock_gettime(CLOCK_BOOTTIME, &boot_clock) != 0) return 0.0;
+    return (static_cast<double>(real.tv_sec) - static_cast<double>(boot_clock.tv_sec)) * 1000.0 +
+           (static_cast<double>(real.tv_nsec) - static_cast<double>(boot_clock.tv_nsec)) / 1e6;
   }();
-  return btime;
+  return boot;
 }
 
 // Parses one stat line into *record. Returns false when the line is malformed.
@@ -124,11 +117,10 @@ bool ParseStat(const char* line, ThreadRecord* record) {
   record->user_cpu_ms = static_cast<double>(utime) * ms_per_tick;
   record->system_cpu_ms = static_cast<double>(stime) * ms_per_tick;
   record->identity = starttime;
-  const uint64_t btime = BootTimeSeconds();
-  if (btime != 0) {
+  const double boot_ms = BootTimeMs();
+  if (boot_ms > 0) {
     record->has_start_time = true;
-    record->start_time_ms = static_cast<double>(btime) * 1000.0 +
-                            static_cast<double>(starttime) * ms_per_tick;
+    record->start_time_ms = boot_ms + static_cast<double>(starttime) * ms_per_tick;
   }
   return true;
 }

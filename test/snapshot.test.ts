@@ -63,7 +63,11 @@ describe('threads()', () => {
     expect(info.key).toBe(`${tid}@${fields[22 - 3]}`);
     const ticks = 100; // sysconf(_SC_CLK_TCK) on Linux x86_64
     const btime = Number(/^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))![1]);
-    expect(info.startTime).toBe(btime * 1000 + (Number(fields[22 - 3]) * 1000) / ticks);
+    // Boot time + starttime ticks; btime has whole seconds, threads() has ms.
+    const fromBtime = btime * 1000 + (Number(fields[22 - 3]) * 1000) / ticks;
+    expect(Math.abs(info.startTime! - fromBtime)).toBeLessThan(1000);
+    // A thread started just now has a start time of about now (one 10 ms tick, plus slack).
+    expect(Math.abs(info.startTime! - Date.now())).toBeLessThan(500);
   });
 
   it('lists fixture threads with their names and plausible states, and not after stop', async () => {

@@ -1,4 +1,5 @@
 // Every error class and error code threadleak throws. Messages come from report.ts.
+import type { LeakedThread } from './threads.js';
 import {
   formatInvalidOption,
   formatOsError,
@@ -49,4 +50,16 @@ export function unsupportedPlatformError(platform: string): Error & { code: stri
   const error = new Error(formatUnsupportedPlatform(platform)) as Error & { code: string };
   error.code = 'ERR_THREADLEAK_UNSUPPORTED_PLATFORM';
   return error;
+}
+
+/** Thrown by a thread-leak scope with action 'raise': every thread that leaked. */
+export class ThreadLeakError extends LeakError {
+  override name = 'ThreadLeakError';
+  readonly code = 'ERR_THREAD_LEAK';
+  readonly leaks: LeakedThread[];
+
+  constructor(message: string, leaks: LeakedThread[]) {
+    super(message);
+    this.leaks = leaks;
+  }
 }

@@ -1,4 +1,7 @@
 export { threads } from './snapshot.js';
-export type { ThreadInfo, ThreadState, ThreadsOptions } from './snapshot.js';
-export { LeakError } from './errors.js';
+export type { NativeFrame, NativeStack, ThreadInfo, ThreadState, ThreadsOptions } from './snapshot.js';
+export { DEFAULT_THREAD_NAME_FILTER, noThreadLeaks } from './threads.js';
+export type { LeakedThread, ThreadLeakOptions, ThreadLeakScope, ThreadOrigin } from './threads.js';
+export type { LeakAction, LeakLogger } from './scope.js';
+export { LeakError, ThreadLeakError } from './errors.js';
 export type { ThreadleakSystemError } from './errors.js';

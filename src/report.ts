@@ -30,3 +30,85 @@ export function formatOsError(
 export function formatUnsupportedPlatform(platform: string): string {
   return `threadleak is not yet supported on ${platform}: its native thread backend exists for linux only`;
 }
+
+// ---------------------------------------------------------------- thread leaks
+
+/** The subset of a leaked thread that messages use (structural, to avoid import cycles). */
+interface ThreadForReport {
+  id: number;
+  name: string;
+  state: string;
+  startTime?: number;
+  origin:
+    | { kind: 'worker'; creationStack: string }
+    | { kind: 'native'; module?: string; startRoutine?: string };
+  stack?: { frames: { address: string; symbol?: string; module?: string; offset?: number; scanned?: boolean }[]; error?: string };
+}
+
+const TOP_FRAMES = 5;
+const CREATION_FRAMES = 4;
+
+function plural(count: number, one: string, many = `${one}s`): string {
+  return `${count} ${count === 1 ? one : many}`;
+}
+
+export function formatDuration(ms: number): string {
+  if (ms < 1) return `${ms.toFixed(2)} ms`;
+  if (ms < 10_000) return `${Math.round(ms)} ms`;
+  return `${(ms / 1000).toFixed(1)} s`;
+}
+
+function basename(path: string): string {
+  const slash = Math.max(path.lastIndexOf('/'), path.lastIndexOf('\\'));
+  return slash < 0 ? path : path.slice(slash + 1);
+}
+
+export function formatFrame(frame: { address: string; symbol?: string; module?: string; offset?: number; scanned?: boolean }): string {
+  const where = frame.symbol
+    ? `${frame.symbol}${frame.offset !== undefined ? `+0x${frame.offset.toString(16)}` : ''}`
+    : frame.address;
+  const module = frame.module ? ` (${frame.module})` : '';
+  return `${where}${module}${frame.scanned ? ' [scanned]' : ''}`;
+}
+
+function describeCreator(thread: ThreadForReport): string {
+  const origin = thread.origin;
+  if (origin.kind === 'worker') return 'Worker';
+  if (origin.startRoutine && origin.module) return `native, started by ${origin.startRoutine} in ${origin.module}`;
+  if (origin.module) return `native, started from ${origin.module}`;
+  if (origin.startRoutine) return `native, started by ${origin.startRoutine}`;
+  return 'native, creator unknown';
+}
+
+function formatThreadEntry(thread: ThreadForReport, now: number): string {
+  const age = thread.startTime === undefined ? '' : `, age ${formatDuration(Math.max(0, now - thread.startTime))}`;
+  const lines = [
+    `  - thread ${thread.id} ${JSON.stringify(thread.name)} (${thread.state}${age}; ${describeCreator(thread)})`,
+  ];
+  if (thread.origin.kind === 'worker') {
+    const stack = thread.origin.creationStack.split('\n').filter(Boolean).slice(0, CREATION_FRAMES);
+    lines.push(stack.length ? '      created at:' : '      created at: (no JavaScript stack)');
+    for (const line of stack) lines.push(`        ${line}`);
+  }
+  if (thread.stack) {
+    for (const frame of thread.stack.frames.slice(0, TOP_FRAMES)) lines.push(`        at ${formatFrame(frame)}`);
+    if (thread.stack.error) lines.push(`        (stack: ${thread.stack.error})`);
+  }
+  return lines.join('\n');
+}
+
+/** The message of every thread-leak warning, log line and ThreadLeakError: sorted by id. */
+export function formatThreadLeaks(leaks: readonly ThreadForReport[], gracePeriodMs: number, now = Date.now()): string {
+  const sorted = [...leaks].sort((a, b) => a.id - b.id);
+  const head = `${plural(sorted.length, 'thread')} leaked: started in the scope and still alive ${formatDuration(gracePeriodMs)} after it ended`;
+  return [head, ...sorted.map((t) => formatThreadEntry(t, now))].join('\n');
+}
+
+/** Logged by action 'cancel' for the threads it cannot stop. */
+export function formatCannotStopThreads(leaks: readonly ThreadForReport[], now = Date.now()): string {
+  const sorted = [...leaks].sort((a, b) => a.id - b.id);
+  const head =
+    `Cannot force-stop ${plural(sorted.length, 'leaked thread')}: ` +
+    `native threads cannot be stopped safely from outside; stop ${sorted.length === 1 ? 'it' : 'them'} in the code that started ${sorted.length === 1 ? 'it' : 'them'}`;
+  return [head, ...sorted.map((t) => formatThreadEntry(t, now))].join('\n');
+}

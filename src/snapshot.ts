@@ -20,6 +20,31 @@ export interface ThreadInfo {
   systemCpuMs: number;
 }
 
+/** One frame of a native stack. */
+export interface NativeFrame {
+  /** The return (or program-counter) address, in hex: '0x7f12...'. */
+  address: string;
+  symbol?: string;
+  /** Absolute path of the shared object or executable that holds the address. */
+  module?: string;
+  /** Offset of the address from `symbol` (or from the module's base when no symbol). */
+  offset?: number;
+  /** Found by scanning the thread's stack memory, not by unwinding. */
+  scanned?: boolean;
+}
+
+/** The native stack of one thread. */
+export interface NativeStack {
+  threadId: number;
+  frames: NativeFrame[];
+  /** The function the thread was started with, where it can be told. */
+  startRoutine?: string;
+  /** The shared object (.node, .so, .dll, .dylib) that holds it. */
+  module?: string;
+  /** Why frames are missing or partial (signals blocked, timed out, exited, unsupported). */
+  error?: string;
+}
+
 export interface ThreadsOptions {
   /** Another process to list; default: this process. */
   pid?: number;

@@ -1,0 +1,218 @@
+// noThreadLeaks(): a leak scope over the OS threads of this process.
+import type { Worker } from 'node:worker_threads';
+import { ThreadLeakError } from './errors.js';
+import { formatCannotStopThreads, formatThreadLeaks } from './report.js';
+import {
+  isOwnThread,
+  noteSnapshot,
+  prepareBaseline,
+  threadKeyOfWorker,
+  workerForThread,
+} from './runtime.js';
+import {
+  checkOptionsObject,
+  isDecoratorContext,
+  LeakScope,
+  rejectUnknownOptions,
+  resolveAction,
+  resolveBoolean,
+  resolveGracePeriod,
+  resolveLogger,
+  resolveNameFilter,
+  waitForLeaks,
+  waitForLeaksSync,
+  wrapInScope,
+  type LeakAction,
+  type LeakDetector,
+  type LeakLogger,
+  type ResolvedScopeOptions,
+} from './scope.js';
+import { threads, type NativeStack, type ThreadInfo } from './snapshot.js';
+
+/** Where a leaked thread came from. */
+export type ThreadOrigin =
+  | { kind: 'worker'; creationStack: string; worker: Worker }
+  | { kind: 'native'; module?: string; startRoutine?: string };
+
+export interface LeakedThread extends ThreadInfo {
+  origin: ThreadOrigin;
+  /** Native frames, where they could be captured. */
+  stack?: NativeStack;
+}
+
+export interface ThreadLeakOptions {
+  /** What to do when threads leak. Default 'warn'. */
+  action?: LeakAction;
+  /** Which threads are checked (includes): equality, RegExp#test, predicate, or null for all. */
+  nameFilter?: string | RegExp | ((thread: LeakedThread) => boolean) | null;
+  /** Receives the message for action 'log' and 'cancel'. Default console. */
+  logger?: LeakLogger;
+  /** Leave out daemon threads (unref()'d Workers). Default true. */
+  excludeDaemon?: boolean;
+  /** How long to wait for new threads to end before reporting. Default 100. */
+  gracePeriodMs?: number;
+  /** Capture the native stack of each leaked native thread. Default true. */
+  captureStacks?: boolean;
+}
+
+/**
+ * The default name filter: every thread except the kernel's io_uring helper
+ * threads (iou-sqp-N, iou-wrk-N), which the kernel starts and ends on its own.
+ */
+export const DEFAULT_THREAD_NAME_FILTER: RegExp = /^(?!iou-(?:sqp|wrk)-\d+$)/;
+
+const OPTION_NAMES = ['action', 'nameFilter', 'logger', 'excludeDaemon', 'gracePeriodMs', 'captureStacks'] as const;
+const DEFAULT_GRACE_PERIOD_MS = 100;
+// How long 'cancel' waits for terminated Workers' OS threads to end.
+const CANCEL_WAIT_MS = 2000;
+
+interface ResolvedThreadOptions extends ResolvedScopeOptions<LeakedThread> {
+  excludeDaemon: boolean;
+  captureStacks: boolean;
+}
+
+function resolveOptions(where: string, options: unknown): ResolvedThreadOptions {
+  const raw = checkOptionsObject(where, options);
+  rejectUnknownOptions(where, raw, OPTION_NAMES);
+  const filter = resolveNameFilter<LeakedThread>(where, raw.nameFilter, DEFAULT_THREAD_NAME_FILTER, (t) => t.name);
+  return {
+    action: resolveAction(where, raw.action),
+    includes: filter.includes,
+    filterNeedsDetail: filter.needsDetail,
+    logger: resolveLogger(where, raw.logger),
+    gracePeriodMs: resolveGracePeriod(where, raw.gracePeriodMs, DEFAULT_GRACE_PERIOD_MS),
+    excludeDaemon: resolveBoolean(where, 'excludeDaemon', raw.excludeDaemon, true),
+    captureStacks: resolveBoolean(where, 'captureStacks', raw.captureStacks, true),
+  };
+}
+
+function originOf(thread: ThreadInfo): ThreadOrigin {
+  const record = workerForThread(thread.key);
+  if (record) return { kind: 'worker', creationStack: record.creationStack, worker: record.worker };
+  return { kind: 'native' };
+}
+
+function isDaemon(thread: ThreadInfo): boolean {
+  const record = workerForThread(thread.key);
+  return record !== undefined && !record.refed;
+}
+
+/** Adds native stack and creator to a thread; replaced when stack capture is available. */
+export type ThreadEnricher = (thread: LeakedThread) => LeakedThread;
+let enrichNative: ThreadEnricher = (thread) => thread;
+
+/** Lets the stack module attach stacks and creators to native leaks. */
+export function setNativeEnricher(enricher: ThreadEnricher): void {
+  enrichNative = enricher;
+}
+
+class ThreadLeakDetector implements LeakDetector<LeakedThread> {
+  readonly warning = { type: 'ThreadLeakWarning', code: 'ERR_THREAD_LEAK' };
+  readonly #baseline: Set<string>;
+  readonly #options: ResolvedThreadOptions;
+  // Enriched threads by key: a thread's stack and creator are captured once per scope.
+  readonly #detail = new Map<string, LeakedThread>();
+
+  constructor(options: ResolvedThreadOptions) {
+    this.#options = options;
+    prepareBaseline();
+    const list = threads();
+    noteSnapshot(list);
+    this.#baseline = new Set(list.map((t) => t.key));
+  }
+
+  #enrich(thread: ThreadInfo, withStack: boolean): LeakedThread {
+    const cached = this.#detail.get(thread.key);
+    // Names and states come from the newest snapshot; stack and origin from the first look.
+    if (cached && (cached.stack || !withStack)) return { ...cached, ...thread };
+    let leaked: LeakedThread = { ...thread, origin: originOf(thread) };
+    if (withStack && leaked.origin.kind === 'native') leaked = enrichNative(leaked);
+    this.#detail.set(thread.key, leaked);
+    return leaked;
+  }
+
+  findLeaks(): LeakedThread[] {
+    const options = this.#options;
+    const leaks: LeakedThread[] = [];
+    for (const thread of threads()) {
+      if (this.#baseline.has(thread.key) || thread.state === 'zombie' || isOwnThread(thread.key)) continue;
+      if (options.excludeDaemon && isDaemon(thread)) continue;
+      const leaked = this.#enrich(thread, options.filterNeedsDetail && options.captureStacks);
+      if (!options.includes(leaked)) continue;
+      leaks.push(leaked);
+    }
+    return leaks.sort((a, b) => a.id - b.id);
+  }
+
+  finalize(leaks: LeakedThread[]): LeakedThread[] {
+    if (!this.#options.captureStacks) return leaks;
+    return leaks.map((t) => this.#enrich(t, true));
+  }
+
+  #stillAlive(keys: Set<string>): () => string[] {
+    return () => threads().filter((t) => keys.has(t.key) && t.state !== 'zombie').map((t) => t.key);
+  }
+
+  async cancel(leaks: LeakedThread[]): Promise<LeakedThread[]> {
+    const workers = leaks.filter((t) => t.origin.kind === 'worker');
+    if (workers.length === 0) return leaks;
+    await Promise.allSettled(workers.map((t) => (t.origin as { worker: Worker }).worker.terminate()));
+    const keys = new Set(workers.map((t) => t.key));
+    const alive = new Set(await waitForLeaks(this.#stillAlive(keys), CANCEL_WAIT_MS));
+    return leaks.filter((t) => t.origin.kind === 'native' || alive.has(t.key));
+  }
+
+  cancelSync(leaks: LeakedThread[]): LeakedThread[] {
+    const workers = leaks.filter((t) => t.origin.kind === 'worker');
+    if (workers.length === 0) return leaks;
+    // terminate() stops the Worker's JavaScript from this thread; its OS thread
+    // then ends by itself, which a blocking wait can observe.
+    for (const t of workers) void (t.origin as { worker: Worker }).worker.terminate().catch(() => {});
+    const keys = new Set(workers.map((t) => t.key));
+    const alive = new Set(waitForLeaksSync(this.#stillAlive(keys), CANCEL_WAIT_MS));
+    return leaks.filter((t) => t.origin.kind === 'native' || alive.has(t.key));
+  }
+
+  message(leaks: LeakedThread[]): string {
+    return formatThreadLeaks(leaks, this.#options.gracePeriodMs);
+  }
+
+  cannotStopMessage(leaks: LeakedThread[]): string {
+    return formatCannotStopThreads(leaks);
+  }
+
+  error(leaks: LeakedThread[], message: string): ThreadLeakError {
+    return new ThreadLeakError(message, leaks);
+  }
+}
+
+/** A thread-leak scope: `await using`, `using`, `close()`, or a method decorator. */
+export type ThreadLeakScope = LeakScope<LeakedThread>;
+
+function openScope(options: ResolvedThreadOptions): ThreadLeakScope {
+  return new LeakScope<LeakedThread>(new ThreadLeakDetector(options), options, () => openScope(options));
+}
+
+/**
+ * Checks that no OS thread started in a scope is still alive when it ends.
+ *
+ * - `noThreadLeaks(options)` takes the baseline now and returns a scope to
+ *   close with `await using`, `using` (blocks while it waits) or `close()`.
+ * - `noThreadLeaks(fn, options)` returns `fn` wrapped so that each call runs
+ *   in its own scope.
+ * - `@noThreadLeaks` and `@noThreadLeaks(options)` decorate a class method.
+ */
+export function noThreadLeaks(options?: ThreadLeakOptions): ThreadLeakScope;
+export function noThreadLeaks<F extends (...args: any[]) => any>(fn: F, options?: ThreadLeakOptions): F;
+export function noThreadLeaks<F extends (...args: any[]) => any>(fn: F, context: ClassMethodDecoratorContext): F;
+export function noThreadLeaks(
+  fnOrOptions?: ((...args: any[]) => any) | ThreadLeakOptions,
+  options?: ThreadLeakOptions | ClassMethodDecoratorContext,
+): unknown {
+  if (typeof fnOrOptions === 'function') {
+    const where = 'noThreadLeaks(fn, options)';
+    const resolved = resolveOptions(where, isDecoratorContext(options) ? undefined : options);
+    return wrapInScope(fnOrOptions, () => openScope(resolved));
+  }
+  return openScope(resolveOptions('noThreadLeaks(options)', fnOrOptions));
+}

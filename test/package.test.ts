@@ -1,0 +1,206 @@
+// The package as users get it: `npm pack`, then `npm install --ignore-scripts <tarball>` into an
+// empty project, then a fresh node process that imports (and requires) 'threadleak'. With install
+// scripts off nothing can be compiled, so whatever loads is the prebuild that the tarball carries.
+//
+// The prebuild is made here if it is missing or older than the native sources. It is built in a
+// staging copy under the temp dir, never in this tree's build/: `prebuildify` cleans build/ and moves
+// the addon out of it, which would pull the addon from under the test files running beside this one.
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import {
+  copyFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const platformDir = `${process.platform}-${process.arch}`;
+const prebuild = join(root, 'prebuilds', platformDir, 'threadleak.node');
+
+/** The environment of a child npm or node: nothing of the npm run or vitest run we are inside. */
+function childEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  for (const key of Object.keys(env)) {
+    if (/^(npm_package_|npm_lifecycle_|npm_config_(local_)?prefix$|INIT_CWD$|NODE_OPTIONS$|VITEST)/i.test(key)) {
+      delete env[key];
+    }
+  }
+  return env;
+}
+
+function run(command: string, args: string[], cwd: string): Promise<{ stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    execFile(command, args, { cwd, env: childEnv(), maxBuffer: 64 << 20 }, (error, stdout, stderr) => {
+      if (error) {
+        reject(new Error(`${command} ${args.join(' ')} (in ${cwd}) failed: ${error.message}\n${stdout}\n${stderr}`));
+      } else {
+        resolve({ stdout, stderr });
+      }
+    });
+  });
+}
+
+function newestMtime(path: string): number {
+  const stat = statSync(path);
+  if (!stat.isDirectory()) return stat.mtimeMs;
+  return Math.max(stat.mtimeMs, ...readdirSync(path).map((name) => newestMtime(join(path, name))));
+}
+
+/** Runs the package's own `npm run prebuild` in a staging copy and installs the result atomically. */
+async function ensurePrebuild(tmp: string): Promise<void> {
+  const sources = Math.max(newestMtime(join(root, 'native')), newestMtime(join(root, 'binding.gyp')));
+  if (existsSync(prebuild) && statSync(prebuild).mtimeMs >= sources) return;
+
+  const stage = join(tmp, 'stage');
+  mkdirSync(join(stage, 'node_modules'), { recursive: true });
+  for (const file of ['package.json', 'binding.gyp']) copyFileSync(join(root, file), join(stage, file));
+  cpSync(join(root, 'native'), join(stage, 'native'), { recursive: true });
+  // node-addon-api is copied, not linked: gyp places its build files by its path relative to the
+  // stage, and a link would resolve to this tree's node_modules and write them there.
+  for (const name of readdirSync(join(root, 'node_modules'))) {
+    const from = join(root, 'node_modules', name);
+    const to = join(stage, 'node_modules', name);
+    if (name === 'node-addon-api') cpSync(from, to, { recursive: true });
+    else symlinkSync(from, to);
+  }
+  await run('npm', ['run', 'prebuild'], stage);
+
+  const built = join(stage, 'prebuilds', platformDir, 'threadleak.node');
+  expect(existsSync(built), `npm run prebuild wrote ${built}`).toBe(true);
+  mkdirSync(join(root, 'prebuilds', platformDir), { recursive: true });
+  const partial = `${prebuild}.${process.pid}.tmp`;
+  copyFileSync(built, partial);
+  renameSync(partial, prebuild);
+}
+
+const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
+
+// What the fresh process prints: its threads as the package lists them, what the kernel lists,
+// and which .node files it has mapped (the addon that was really loaded, not the one we expect).
+const probeBody = `
+  const list = threadleak.threads();
+  const fs = require('node:fs');
+  const path = require('node:path');
+  const maps = fs.readFileSync('/proc/self/maps', 'utf8').split('\\n')
+    .filter((line) => line.endsWith('.node')).map((line) => line.slice(line.indexOf('/')));
+  const pkgDir = path.dirname(require.resolve('threadleak/package.json'));
+  console.log(JSON.stringify({
+    pid: process.pid,
+    version: process.version,
+    comm: fs.readFileSync('/proc/self/comm', 'utf8').trim(),
+    tasks: fs.readdirSync('/proc/self/task').map(Number),
+    threads: list,
+    mapped: [...new Set(maps)],
+    resolved: require('node-gyp-build').resolve(pkgDir),
+    pkgDir,
+  }));
+`;
+const probes = {
+  import: `import * as threadleak from 'threadleak';
+    import { createRequire } from 'node:module';
+    const require = createRequire(import.meta.url);
+    ${probeBody}`,
+  require: `const threadleak = require('threadleak');
+    ${probeBody}`,
+};
+
+interface Probe {
+  pid: number;
+  version: string;
+  comm: string;
+  tasks: number[];
+  threads: { id: number; key: string; name: string; state: string; rawState: string }[];
+  mapped: string[];
+  resolved: string;
+  pkgDir: string;
+}
+
+describe('the packed package', () => {
+  let tmp: string;
+  let app: string;
+  let packed: { filename: string; files: { path: string }[] };
+
+  beforeAll(async () => {
+    tmp = mkdtempSync(join(tmpdir(), 'threadleak-package-'));
+    await ensurePrebuild(tmp);
+    // What `prepare` does on a real `npm pack`; done apart so that its output stays out of the JSON.
+    await run('npm', ['run', 'compile'], root);
+    const { stdout } = await run('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', tmp], root);
+    [packed] = JSON.parse(stdout);
+    app = join(tmp, 'app');
+    mkdirSync(app);
+    writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true }));
+    await run(
+      'npm',
+      ['install', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline', '--prefix', app, join(tmp, packed.filename)],
+      app,
+    );
+  }, 180_000);
+
+  afterAll(() => {
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('ships dist, the prebuild, native/ and binding.gyp, and no build output, tests or dependencies', () => {
+    const paths = packed.files.map((f) => f.path);
+    for (const required of [
+      'package.json',
+      'binding.gyp',
+      'dist/index.js',
+      'dist/index.d.ts',
+      'native/addon.cc',
+      'native/threads.h',
+      'native/threads_linux.cc',
+      `prebuilds/${platformDir}/threadleak.node`,
+    ]) {
+      expect(paths).toContain(required);
+    }
+    for (const path of paths) expect(path).not.toMatch(/^(build|test|node_modules|src|\.cache)\//);
+  });
+
+  it('installs without scripts: no build/, the declared entry points and types present', () => {
+    const pkgDir = join(app, 'node_modules', 'threadleak');
+    expect(existsSync(join(pkgDir, 'build'))).toBe(false);
+    const manifest = JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8'));
+    expect(Object.keys(manifest.exports['.'])[0]).toBe('types');
+    expect(existsSync(join(pkgDir, manifest.exports['.'].types))).toBe(true);
+    expect(existsSync(join(pkgDir, manifest.exports['.'].default))).toBe(true);
+    // The prebuild that was installed is the one this tree holds, byte for byte.
+    expect(sha256(join(pkgDir, 'prebuilds', platformDir, 'threadleak.node'))).toBe(sha256(prebuild));
+  });
+
+  for (const [how, source] of Object.entries(probes)) {
+    it(`loads with ${how} in a fresh node process and lists its threads from the prebuild`, async () => {
+      const args = how === 'import' ? ['--input-type=module', '-e', source] : ['-e', source];
+      const { stdout } = await run(process.execPath, args, app);
+      const probe = JSON.parse(stdout.trim().split('\n').at(-1)!) as Probe;
+      expect(probe.version).toBe(process.version);
+
+      const expected = join(probe.pkgDir, 'prebuilds', platformDir, 'threadleak.node');
+      expect(probe.pkgDir).toBe(join(app, 'node_modules', 'threadleak'));
+      expect(probe.resolved).toBe(expected);
+      expect(probe.mapped).toEqual([expected]);
+
+      const main = probe.threads.find((t) => t.id === probe.pid);
+      expect(main).toMatchObject({ name: probe.comm, state: 'running', rawState: 'R' });
+      expect(probe.threads.length).toBeGreaterThan(1);
+      expect(new Set(probe.threads.map((t) => t.key)).size).toBe(probe.threads.length);
+      // Node's own threads (V8 platform workers) were listed by the kernel just after the snapshot.
+      const tasks = new Set(probe.tasks);
+      expect(probe.threads.filter((t) => tasks.has(t.id)).length).toBeGreaterThan(1);
+    }, 30_000);
+  }
+});

@@ -57,6 +57,7 @@ node_for() {
     return
   fi
   echo "node-matrix: fetching node-$platform@$major from the npm registry" >&2
+  local fetch_start=$SECONDS
   local tmp
   tmp=$(mktemp -d "$cache/.download-$major.XXXXXX")
   local tarball
@@ -71,6 +72,7 @@ node_for() {
   rm -rf "$dir"
   mv "$tmp/node" "$dir" # whole or not at all: an interrupted download leaves no half binary
   rm -rf "$tmp"
+  echo "node-matrix: fetched $("$dir/bin/node" -v) in $((SECONDS - fetch_start))s" >&2
   echo "$dir/bin/node"
 }
 

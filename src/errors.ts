@@ -1,5 +1,6 @@
 // Every error class and error code threadleak throws. Messages come from report.ts.
 import type { LeakedThread } from './threads.js';
+import type { LeakInfo } from './tracker.js';
 import {
   formatInvalidOption,
   formatOsError,
@@ -61,5 +62,15 @@ export class ThreadLeakError extends LeakError {
   constructor(message: string, leaks: LeakedThread[]) {
     super(message);
     this.leaks = leaks;
+  }
+}
+
+/** Thrown by a resource-leak scope with action 'raise': every tracked resource that leaked. */
+export class ResourceLeakError extends LeakError {
+  override name = 'ResourceLeakError';
+  readonly code = 'ERR_RESOURCE_LEAK';
+
+  constructor(message: string, readonly leaks: LeakInfo[]) {
+    super(message);
   }
 }

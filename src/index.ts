@@ -5,3 +5,14 @@ export type { LeakedThread, ThreadLeakOptions, ThreadLeakScope, ThreadOrigin } f
 export type { LeakAction, LeakLogger } from './scope.js';
 export { LeakError, ThreadLeakError } from './errors.js';
 export type { ThreadleakSystemError } from './errors.js';
+export { LeakTracker, noResourceLeaks } from './tracker.js';
+export type {
+  LeakInfo,
+  LeakReport,
+  LeakTrackerOptions,
+  ReportAtExitOptions,
+  ResourceLeakOptions,
+  ResourceLeakScope,
+  TrackOptions,
+} from './tracker.js';
+export { ResourceLeakError } from './errors.js';

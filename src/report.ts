@@ -112,3 +112,56 @@ export function formatCannotStopThreads(leaks: readonly ThreadForReport[], now =
     `native threads cannot be stopped safely from outside; stop ${sorted.length === 1 ? 'it' : 'them'} in the code that started ${sorted.length === 1 ? 'it' : 'them'}`;
   return [head, ...sorted.map((t) => formatThreadEntry(t, now))].join('\n');
 }
+
+// ---------------------------------------------------------- tracked resources
+
+/** The subset of a tracked entry that messages use (structural, to avoid import cycles). */
+interface ResourceForReport {
+  name: string;
+  kind: string;
+  ageMs: number;
+  collected: boolean;
+  stack?: string;
+}
+
+/** The subset of a LeakReport that its text is made from. */
+interface ResourceReportData {
+  total: number;
+  collected: number;
+  byKind: Record<string, number>;
+  oldestAgeMs: number;
+  leaks: readonly ResourceForReport[];
+}
+
+function formatResourceEntry(leak: ResourceForReport): string {
+  const state = leak.collected ? '; collected without release' : '';
+  const head = `  - ${JSON.stringify(leak.name)} (${leak.kind}, held ${formatDuration(leak.ageMs)}${state})`;
+  if (leak.stack === undefined) return head;
+  const frames = leak.stack.split('\n').map((line) => line.trim()).filter(Boolean).slice(0, CREATION_FRAMES);
+  if (frames.length === 0) return `${head}\n      tracked at: (no JavaScript stack)`;
+  return [head, '      tracked at:', ...frames.map((frame) => `        ${frame}`)].join('\n');
+}
+
+/**
+ * The text of LeakTracker#report() and of the exit-time report: a summary
+ * line, the count by kind, then every entry oldest first. `when` ends the
+ * summary line ("at process exit").
+ */
+export function formatResourceReport(report: ResourceReportData, when?: string): string {
+  const at = when ? ` ${when}` : '';
+  if (report.total === 0) return `Every tracked resource was released${at}`;
+  const collected = report.collected > 0 ? ` (${report.collected} collected without release)` : '';
+  const kinds = Object.entries(report.byKind).map(([kind, count]) => `${kind} ${count}`);
+  return [
+    `${plural(report.total, 'resource')} not released${at}${collected}; oldest held ${formatDuration(report.oldestAgeMs)}`,
+    `  by kind: ${kinds.join(', ')}`,
+    ...report.leaks.map(formatResourceEntry),
+  ].join('\n');
+}
+
+/** The message of every resource-leak warning, log line and ResourceLeakError: oldest first. */
+export function formatResourceLeaks(leaks: readonly ResourceForReport[], gracePeriodMs: number): string {
+  const when = gracePeriodMs > 0 ? `${formatDuration(gracePeriodMs)} after it ended` : 'when it ended';
+  const head = `${plural(leaks.length, 'resource')} leaked: tracked in the scope and not released ${when}`;
+  return [head, ...leaks.map(formatResourceEntry)].join('\n');
+}

@@ -7,11 +7,13 @@
       "defines": ["NAPI_VERSION=8"],
       "conditions": [
         ["OS=='linux'", {
-          "sources": ["native/threads_linux.cc"],
-          "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-fvisibility=hidden"]
+          "sources": ["native/threads_linux.cc", "native/stack_linux.cc", "native/stack_signal_linux.cc",
+                      "native/stack_procfs_linux.cc"],
+          "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-fvisibility=hidden"],
+          "ldflags": ["-Wl,-z,now"]
         }],
         ["OS!='linux'", {
-          "sources": ["native/threads_unsupported.cc"]
+          "sources": ["native/threads_unsupported.cc", "native/stack_unsupported.cc"]
         }],
         ["OS=='mac'", {
           "xcode_settings": {

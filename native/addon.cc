@@ -7,10 +7,12 @@
 #include <napi.h>
 
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <string>
 #include <vector>
 
+#include "stack.h"
 #include "threads.h"
 
 namespace {
@@ -98,11 +100,49 @@ Napi::Value PrewarmThreadpool(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// captureStack(tid: number, timeoutMs: number) ->
+//   { frames: { address, symbol?, module?, offset?, scanned? }[], error?, detail?, signal? }
+// Frames are innermost first; error is a stable code that src/ turns into text.
+Napi::Value CaptureStack(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
+    throw Napi::TypeError::New(env, "captureStack(tid, timeoutMs): both must be numbers");
+  }
+  const double tid = info[0].As<Napi::Number>().DoubleValue();
+  const double timeout_ms = info[1].As<Napi::Number>().DoubleValue();
+  threadleak::StackResult stack;
+  if (tid >= 1 && tid <= 9007199254740991.0 && std::floor(tid) == tid && std::isfinite(timeout_ms)) {
+    threadleak::CaptureStack(static_cast<uint64_t>(tid), timeout_ms, &stack);
+  } else {
+    stack.error = "not-found";
+  }
+  Napi::Array frames = Napi::Array::New(env, stack.frames.size());
+  char hex[2 + 16 + 1];
+  for (size_t i = 0; i < stack.frames.size(); i++) {
+    const threadleak::StackFrame& f = stack.frames[i];
+    Napi::Object frame = Napi::Object::New(env);
+    snprintf(hex, sizeof hex, "0x%llx", static_cast<unsigned long long>(f.address));
+    frame.Set("address", hex);
+    if (!f.symbol.empty()) frame.Set("symbol", f.symbol);
+    if (!f.module.empty()) frame.Set("module", f.module);
+    if (f.has_offset) frame.Set("offset", static_cast<double>(f.offset));
+    if (f.scanned) frame.Set("scanned", true);
+    frames.Set(static_cast<uint32_t>(i), frame);
+  }
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("frames", frames);
+  if (!stack.error.empty()) result.Set("error", stack.error);
+  if (!stack.detail.empty()) result.Set("detail", stack.detail);
+  if (stack.signal != 0) result.Set("signal", stack.signal);
+  return result;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("backend", Napi::String::New(env, threadleak::BackendName()));
   exports.Set("listThreads", Napi::Function::New(env, ListThreads, "listThreads"));
   exports.Set("currentThreadId", Napi::Function::New(env, CurrentThreadId, "currentThreadId"));
   exports.Set("prewarmThreadpool", Napi::Function::New(env, PrewarmThreadpool, "prewarmThreadpool"));
+  exports.Set("captureStack", Napi::Function::New(env, CaptureStack, "captureStack"));
   return exports;
 }
 

@@ -25,11 +25,34 @@ export interface RawThread {
   identity: number;
 }
 
+/** One native frame as the addon reports it (innermost first). */
+export interface RawStackFrame {
+  address: string;
+  symbol?: string;
+  module?: string;
+  offset?: number;
+  scanned?: boolean;
+}
+
+/**
+ * A native stack as the addon reports it. `error` is a stable code (see
+ * native/stack.h): 'not-found', 'exited', 'signal-blocked', 'stopped',
+ * 'uninterruptible', 'timeout', 'busy', 'no-signal', 'not-probed', 'os-error',
+ * 'unsupported'; `detail` completes it; `signal` is the probe signal.
+ */
+export interface RawStack {
+  frames: RawStackFrame[];
+  error?: string;
+  detail?: string;
+  signal?: number;
+}
+
 interface Addon {
   backend: string;
   listThreads(pid: number): { numbers: Float64Array; text: string } | { error: NativeOsError };
   currentThreadId(): number;
   prewarmThreadpool(): void;
+  captureStack(tid: number, timeoutMs: number): RawStack;
 }
 
 const SUPPORTED_PLATFORMS: ReadonlySet<string> = new Set(['linux']);
@@ -74,4 +97,9 @@ export function currentThreadId(): number {
 
 export function prewarmThreadpool(): void {
   load().prewarmThreadpool();
+}
+
+/** The native stack of thread `tid` of this process, waiting at most `timeoutMs` for it. */
+export function captureStack(tid: number, timeoutMs: number): RawStack {
+  return load().captureStack(tid, timeoutMs);
 }

@@ -1,5 +1,5 @@
-export { threads } from './snapshot.js';
-export type { NativeFrame, NativeStack, ThreadInfo, ThreadState, ThreadsOptions } from './snapshot.js';
+export { threads, threadStack } from './snapshot.js';
+export type { NativeFrame, NativeStack, ThreadInfo, ThreadState, ThreadsOptions, ThreadStackOptions } from './snapshot.js';
 export { DEFAULT_THREAD_NAME_FILTER, noThreadLeaks } from './threads.js';
 export type { LeakedThread, ThreadLeakOptions, ThreadLeakScope, ThreadOrigin } from './threads.js';
 export type { LeakAction, LeakLogger } from './scope.js';

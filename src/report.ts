@@ -165,3 +165,69 @@ export function formatResourceLeaks(leaks: readonly ResourceForReport[], gracePe
   const head = `${plural(leaks.length, 'resource')} leaked: tracked in the scope and not released ${when}`;
   return [head, ...leaks.map(formatResourceEntry)].join('\n');
 }
+
+// ---------------------------------------------------------------- native stacks
+
+/** What the addon said about a stack it could not (fully) capture. */
+interface StackErrorData {
+  /** A stable code from native/stack.h: 'signal-blocked', 'timeout', ... */
+  code: string;
+  detail?: string;
+  signal?: number;
+  timeoutMs: number;
+  /** How many frames were still recovered from the kernel's view. */
+  recoveredFrames: number;
+  platform: string;
+}
+
+/** The `error` of a NativeStack: why its frames are missing or partial, and what was still recovered. */
+export function formatStackError(threadId: number, data: StackErrorData): string {
+  const { code, detail, signal, timeoutMs } = data;
+  const probe = signal ? `the stack probe (signal ${signal})` : 'the stack probe';
+  let text: string;
+  let detailUsed = false;
+  switch (code) {
+    case 'not-found':
+      text = `thread ${threadId} is not a thread of this process`;
+      break;
+    case 'exited':
+      text = `thread ${threadId} exited before its stack could be read`;
+      break;
+    case 'signal-blocked':
+      text = `thread ${threadId} blocks ${probe}, as libraries often do in their worker threads`;
+      break;
+    case 'stopped':
+      text = `thread ${threadId} is stopped and cannot answer ${probe}`;
+      break;
+    case 'uninterruptible':
+      text = `thread ${threadId} is in uninterruptible sleep (state D) and cannot answer ${probe} now`;
+      break;
+    case 'timeout':
+      text = `thread ${threadId} did not answer ${probe} within ${timeoutMs} ms`;
+      break;
+    case 'busy':
+      text = `another stack capture held the probe for the whole ${timeoutMs} ms`;
+      break;
+    case 'no-signal':
+      text = `no stack probe: ${detail ?? 'no free real-time signal'}`;
+      detailUsed = true;
+      break;
+    case 'not-probed':
+      text = `thread ${threadId} was not probed (timeoutMs is 0)`;
+      break;
+    case 'os-error':
+      text = `the stack probe of thread ${threadId} failed: ${detail ?? 'unknown error'}`;
+      detailUsed = true;
+      break;
+    case 'unsupported':
+      text = `native stacks are not yet supported on ${data.platform}`;
+      break;
+    default:
+      text = `the stack of thread ${threadId} could not be captured (${code})`;
+  }
+  if (detail && !detailUsed) text += `: ${detail}`;
+  if (code === 'not-found' || code === 'exited' || code === 'unsupported') return text;
+  return data.recoveredFrames > 0
+    ? `${text}; frames recovered from what the kernel shows: its PC and a scan of its stack (scanned: true)`
+    : `${text}; no frames recovered: the kernel shows no stack pointer while a thread runs`;
+}

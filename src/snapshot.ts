@@ -1,6 +1,8 @@
 // The snapshot layer: the threads of a process as plain data, no policy.
-import { listThreads } from './binding.js';
+import { attributeStack } from './attribution.js';
+import { captureStack, listThreads } from './binding.js';
 import { invalidOption, systemError } from './errors.js';
+import { formatStackError } from './report.js';
 
 export type ThreadState = 'running' | 'sleeping' | 'blocked' | 'stopped' | 'zombie' | 'unknown';
 
@@ -101,4 +103,59 @@ export function threads(options?: ThreadsOptions): ThreadInfo[] {
     out[i] = info;
   }
   return out;
+}
+
+export interface ThreadStackOptions {
+  /**
+   * How long to wait for the thread to answer the probe, in ms (default 100,
+   * at most 10000). 0 does not interrupt the thread: only what the kernel
+   * shows (its PC and a scan of its stack) is read.
+   */
+  timeoutMs?: number;
+}
+
+export const DEFAULT_STACK_TIMEOUT_MS = 100;
+export const MAX_STACK_TIMEOUT_MS = 10_000;
+
+function validateStackTimeout(options: unknown): number {
+  if (options === undefined) return DEFAULT_STACK_TIMEOUT_MS;
+  if (options === null || typeof options !== 'object') {
+    throw invalidOption('threadStack()', 'options', options, 'an object');
+  }
+  const { timeoutMs } = options as ThreadStackOptions;
+  if (timeoutMs === undefined) return DEFAULT_STACK_TIMEOUT_MS;
+  if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs < 0 || timeoutMs > MAX_STACK_TIMEOUT_MS) {
+    throw invalidOption('threadStack()', 'options.timeoutMs', timeoutMs, `a number from 0 to ${MAX_STACK_TIMEOUT_MS}`);
+  }
+  return timeoutMs;
+}
+
+/**
+ * The native stack of thread `id` of this process (innermost frame first),
+ * with the module and function that started the thread. Never throws for a
+ * thread that cannot be read: `error` says why and `frames` holds what is
+ * still known. Linux: the thread is interrupted by a real-time signal, so a
+ * blocking call in it may return EINTR.
+ */
+export function threadStack(id: number, options?: ThreadStackOptions): NativeStack {
+  if (typeof id !== 'number' || !Number.isSafeInteger(id) || id <= 0) {
+    throw invalidOption('threadStack()', 'id', id, 'a positive safe integer');
+  }
+  const timeoutMs = validateStackTimeout(options);
+  const raw = captureStack(id, timeoutMs);
+  const stack: NativeStack = { threadId: id, frames: raw.frames };
+  const { module, startRoutine } = attributeStack(raw.frames);
+  if (startRoutine !== undefined) stack.startRoutine = startRoutine;
+  if (module !== undefined) stack.module = module;
+  if (raw.error !== undefined) {
+    stack.error = formatStackError(id, {
+      code: raw.error,
+      detail: raw.detail,
+      signal: raw.signal,
+      timeoutMs,
+      recoveredFrames: raw.frames.length,
+      platform: process.platform,
+    });
+  }
+  return stack;
 }

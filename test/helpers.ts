@@ -11,6 +11,8 @@ export interface SpawnOptions {
   lifetimeMs?: number;
   /** 'pthread' (default) or 'std' (std::thread). */
   kind?: 'pthread' | 'std';
+  /** Sleep in nanosleep(sleepMs) in a loop instead of parking; see stats(). */
+  sleepMs?: number;
 }
 
 export interface Spawner {
@@ -18,6 +20,11 @@ export interface Spawner {
   stop(handle: number): boolean;
   churnStart(width?: number): void;
   churnStop(): number;
+  /** Wake-ups and EINTR-interrupted sleeps of a `sleepMs` group; null for an unknown handle. */
+  stats(handle: number): { ticks: number; interrupted: number } | null;
+  /** Installs a process-wide handler that counts deliveries of signal `sig`. */
+  countSignal(sig: number): void;
+  signalCount(sig: number): number;
 }
 
 const require = createRequire(import.meta.url);

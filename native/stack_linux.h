@@ -1,0 +1,98 @@
+// stack_linux.h — internals shared by the parts of the Linux stack backend:
+// stack_linux.cc (the signal probe and the capture sequence),
+// stack_signal_linux.cc (choosing and installing the probe signal) and
+// stack_procfs_linux.cc (what the kernel shows about a thread, the stack scan
+// and symbolization). Not part of the backend interface (see stack.h).
+#pragma once
+
+#include <signal.h>
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "stack.h"
+
+namespace threadleak {
+namespace linux_stack {
+
+// How far above SP a stack is scanned (and copied, in copy mode).
+constexpr size_t kScanBytes = 64 * 1024;
+
+// A frame before symbolization.
+struct RawFrame {
+  uintptr_t address = 0;
+  bool exact = false;    // a PC (look it up as is), not a return address (look up address - 1)
+  bool scanned = false;
+};
+
+// One line of /proc/self/maps.
+struct Mapping {
+  uintptr_t start = 0;
+  uintptr_t end = 0;
+  bool readable = false;
+  bool executable = false;
+  std::string path;  // '' for anonymous mappings; "[stack]", "[vdso]"... for special ones
+};
+
+// The fields of /proc/self/task/TID/status that the probe needs.
+struct ThreadStatus {
+  char state = '?';           // R S D T t Z X ...
+  uint64_t blocked = 0;       // SigBlk: bit (n - 1) set when signal n is blocked
+  uint64_t shared_pending = 0;  // ShdPnd: signals pending for the whole process
+};
+
+// Reads /proc/self/task/TID/status. Returns 0, or the errno of the failure
+// (ENOENT/ESRCH: no such thread in this process).
+int ReadThreadStatus(pid_t tid, ThreadStatus* status);
+
+// True while /proc/self/task/TID exists.
+bool ThreadExists(pid_t tid);
+
+// SP and PC of a thread that is blocked (in a system call or not) from
+// /proc/self/task/TID/syscall. False when the kernel does not show them
+// (the thread is running, exited, or the file is unavailable).
+bool ReadKernelRegisters(pid_t tid, uintptr_t* sp, uintptr_t* pc);
+
+// Parses /proc/self/maps (sorted by address, as the kernel prints it).
+bool ReadMaps(std::vector<Mapping>* maps);
+
+// Copies [address, address + length) of this process's memory into `buffer`
+// with process_vm_readv, page by page, so an unmapped page ends the copy
+// instead of faulting. Returns the number of bytes copied from the start.
+// Async-signal-safe: one system call, no allocation, errno preserved.
+size_t CopyOwnMemory(uintptr_t address, void* buffer, size_t length);
+
+// Appends to `out` the words of the stack above `sp` that look like return
+// addresses (they point just after a call instruction in an executable
+// mapping), innermost first, marked scanned. Reads at most kScanBytes and never
+// past the end of the mapping that holds `sp`. When `copy` is given it holds
+// `copy_length` bytes copied from `sp` and is scanned instead of live memory.
+void ScanStack(uintptr_t sp, const unsigned char* copy, size_t copy_length,
+               const std::vector<Mapping>& maps, std::vector<RawFrame>* out);
+
+// Appends the kernel's view of a thread that cannot be (or was not) probed:
+// its PC, then a scan from its SP. Returns false when the kernel shows no SP.
+bool AppendKernelView(pid_t tid, std::vector<RawFrame>* out);
+
+using SignalHandler = void (*)(int, siginfo_t*, void*);
+
+// Chooses the probe signal and installs `handler` on it for good (see
+// stack_signal_linux.cc). Returns the signal, or 0 with *problem set.
+int InstallProbeSignal(SignalHandler handler, std::string* problem);
+
+// True while `handler` is still the action of `sig`.
+bool ProbeSignalIsOurs(int sig, SignalHandler handler);
+
+// Passes a signal that is not a live probe to the action installed before
+// threadleak's, unless that was SIG_DFL or SIG_IGN. Async-signal-safe.
+void ChainToPrevious(int sig, siginfo_t* info, void* context);
+
+// Turns raw frames into StackFrames: dladdr for symbols (outside any signal
+// handler: it takes the loader lock), /proc/self/maps for absolute module paths.
+void Symbolize(const std::vector<RawFrame>& raw, std::vector<StackFrame>* out);
+
+}  // namespace linux_stack
+}  // namespace threadleak

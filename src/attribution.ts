@@ -1,0 +1,120 @@
+// Which shared object started a native thread, from its frames: portable
+// logic, a pure function of the frames (used by threadStack() and the leak
+// reports).
+//
+// Rule (DESIGN.md, Attribution): walking from the thread's entry (the
+// outermost frame) towards the innermost, the creator is the first frame that
+// lies outside the system C and C++ runtimes. A std::thread started by an
+// addon enters through libstdc++ (execute_native_thread_routine) and then
+// runs std::thread::_State_impl<...>::_M_run, a template instantiated inside
+// the addon: frames of the C++ runtime's own namespaces are passed over too,
+// so the creator is the addon function the thread was started with. When
+// every frame outside the runtimes is such runtime code, the outermost of
+// them is used. Frames with no module (JIT code, unknown memory) say nothing
+// about the creator and are skipped.
+//
+// A compiler may turn an entry function's last call into a jump (a tail
+// call); the entry then has no frame and the function it called is named.
+
+/** The fields of a frame that attribution reads. */
+export interface AttributableFrame {
+  symbol?: string;
+  module?: string;
+}
+
+export interface Attribution {
+  /** The shared object (.node, .so, .dll, .dylib) or executable that holds the start routine. */
+  module?: string;
+  /** The function the thread was started with, where its frame has a name. */
+  startRoutine?: string;
+}
+
+// Base names of the system C/C++ runtimes and loaders, per OS. Matched
+// case-insensitively (Windows file names are case-insensitive).
+const RUNTIME_MODULES: readonly RegExp[] = [
+  // Linux: glibc, musl, the dynamic loaders, libstdc++, libc++, libgcc.
+  /^libc\.so(\.|$)/,
+  /^libc\.musl-/,
+  /^ld-musl-/,
+  /^libpthread\.so(\.|$)/,
+  /^ld-linux(-[^.]+)?\.so(\.|$)/,
+  /^ld(64)?\.so(\.|$)/,
+  /^libstdc\+\+\.so(\.|$)/,
+  /^libc\+\+\.so(\.|$)/,
+  /^libc\+\+abi\.so(\.|$)/,
+  /^libgcc_s\.so(\.|$)/,
+  // Windows: the NT layer, the CRTs, MSVC's C++ runtime, MinGW's runtime DLLs.
+  /^ntdll\.dll$/,
+  /^kernel32\.dll$/,
+  /^kernelbase\.dll$/,
+  /^ucrtbased?\.dll$/,
+  /^msvcrt\.dll$/,
+  /^msvcp[^.]*\.dll$/,
+  /^vcruntime[^.]*\.dll$/,
+  /^libwinpthread-\d+\.dll$/,
+  /^libstdc\+\+-\d+\.dll$/,
+  /^libgcc_s_[^.]*\.dll$/,
+  // macOS: libSystem's parts, dyld, libc++.
+  /^libsystem_pthread\.dylib$/,
+  /^libsystem_c\.dylib$/,
+  /^libsystem_kernel\.dylib$/,
+  /^libdyld\.dylib$/,
+  /^dyld$/,
+  /^libc\+\+\.1\.dylib$/,
+  /^libc\+\+abi\.dylib$/,
+];
+
+// Symbols of C/C++ runtime code that ends up inside other modules: C++
+// standard library templates instantiated in an addon, and the C runtime's
+// start-up code linked into every executable (crt1.o, MSVC's CRT entry).
+const RUNTIME_SYMBOL = /^(std::|__gnu_cxx::|__cxxabiv1::|_ZN?K?St|_ZN9__gnu_cxx)/;
+const CRT_ENTRY_SYMBOLS: ReadonlySet<string> = new Set([
+  '_start',
+  '__libc_start_main',
+  '__libc_start_call_main',
+  'mainCRTStartup',
+  'wmainCRTStartup',
+  'WinMainCRTStartup',
+  'wWinMainCRTStartup',
+  '__tmainCRTStartup',
+]);
+
+function baseName(path: string): string {
+  const cut = Math.max(path.lastIndexOf('/'), path.lastIndexOf('\\'));
+  return (cut < 0 ? path : path.slice(cut + 1)).toLowerCase();
+}
+
+/** True when `module` (a path or a file name) is one of the system C/C++ runtimes or loaders. */
+export function isSystemRuntimeModule(module: string): boolean {
+  const name = baseName(module);
+  return RUNTIME_MODULES.some((pattern) => pattern.test(name));
+}
+
+function isRuntimeCode(symbol: string | undefined): boolean {
+  return symbol !== undefined && (RUNTIME_SYMBOL.test(symbol) || CRT_ENTRY_SYMBOLS.has(symbol));
+}
+
+/**
+ * The creator of a thread from its frames (innermost first, as NativeStack
+ * holds them): the module and start routine of the first frame, from the
+ * outermost inwards, outside the system C/C++ runtimes.
+ */
+export function attributeStack(frames: readonly AttributableFrame[]): Attribution {
+  let fallback: AttributableFrame | undefined;
+  for (let i = frames.length - 1; i >= 0; i--) {
+    const frame = frames[i]!;
+    if (frame.module === undefined || isSystemRuntimeModule(frame.module)) continue;
+    if (isRuntimeCode(frame.symbol)) {
+      fallback ??= frame;
+      continue;
+    }
+    return describe(frame);
+  }
+  return fallback ? describe(fallback) : {};
+}
+
+function describe(frame: AttributableFrame): Attribution {
+  const result: Attribution = { module: frame.module! };
+  if (frame.symbol !== undefined) result.startRoutine = frame.symbol;
+  return result;
+}

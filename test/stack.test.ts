@@ -1,0 +1,334 @@
+import { spawn } from 'node:child_process';
+import { readdirSync, realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { afterEach, describe, expect, it } from 'vitest';
+import { attributeStack, isSystemRuntimeModule } from '../src/attribution.js';
+import { threadStack, type NativeStack } from '../src/index.js';
+import { spawner, spawnerPath, waitUntil } from './helpers.js';
+
+const SPAWNER = realpathSync(spawnerPath);
+const NODE = realpathSync(process.execPath);
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+// Never-hang checks only: a capture must come back within its timeout plus
+// this (procfs reads and symbolization on a loaded CI machine).
+const SLACK_MS = 2000;
+
+const handles: number[] = [];
+afterEach(() => {
+  while (handles.length) spawner.stop(handles.pop()!);
+});
+
+function start(options: Parameters<typeof spawner.start>[0]) {
+  const started = spawner.start(options);
+  handles.push(started.handle);
+  return started;
+}
+
+function timed(id: number, timeoutMs: number): { stack: NativeStack; elapsedMs: number } {
+  const t0 = performance.now();
+  const stack = threadStack(id, { timeoutMs });
+  return { stack, elapsedMs: performance.now() - t0 };
+}
+
+const symbols = (stack: NativeStack) => stack.frames.map((f) => f.symbol);
+
+describe('threadStack() of a fixture thread', () => {
+  it('unwinds a parked pthread and attributes it to spawner.node and spawner_thread_main', () => {
+    const { tids } = start({ count: 1, name: 'stack-parked' });
+    const stack = threadStack(tids[0]!);
+    expect(stack.error).toBeUndefined();
+    expect(stack.threadId).toBe(tids[0]);
+    expect(stack.module).toBe(SPAWNER);
+    expect(stack.startRoutine).toBe('spawner_thread_main');
+    // Innermost first: waiting in libc, called from the fixture's body.
+    expect(symbols(stack)).toContain('pthread_cond_wait');
+    const body = symbols(stack).indexOf('spawner_thread_body');
+    const main = symbols(stack).indexOf('spawner_thread_main');
+    expect(body).toBeGreaterThan(symbols(stack).indexOf('pthread_cond_wait'));
+    expect(main).toBe(body + 1);
+    for (const frame of stack.frames) {
+      expect(frame.address).toMatch(/^0x[0-9a-f]+$/);
+      expect(frame.scanned).toBeUndefined();
+      if (frame.module !== undefined) expect(frame.module.startsWith('/')).toBe(true);
+      if (frame.offset !== undefined) expect(Number.isSafeInteger(frame.offset) && frame.offset >= 0).toBe(true);
+    }
+    const mainFrame = stack.frames[main]!;
+    expect(mainFrame.module).toBe(SPAWNER);
+    // A return address a few bytes into spawner_thread_main.
+    expect(mainFrame.offset).toBeGreaterThan(0);
+    expect(mainFrame.offset).toBeLessThan(256);
+  });
+
+  it("attributes a std::thread to the addon, not to libstdc++, which it enters through", () => {
+    const { tids } = start({ count: 1, kind: 'std' });
+    const stack = threadStack(tids[0]!);
+    expect(stack.error).toBeUndefined();
+    expect(stack.frames.some((f) => f.module !== undefined && /libstdc\+\+\.so/.test(f.module))).toBe(true);
+    expect(stack.module).toBe(SPAWNER);
+    expect(stack.startRoutine).toBe('spawner_std_thread_main');
+  });
+
+  it('gives the same attribution for every thread of a group', () => {
+    const { tids } = start({ count: 5 });
+    for (const tid of tids) {
+      const stack = threadStack(tid);
+      expect([stack.error, stack.module, stack.startRoutine]).toEqual([undefined, SPAWNER, 'spawner_thread_main']);
+    }
+  });
+});
+
+describe('threads that cannot answer the probe', () => {
+  it('reports a thread that blocks every signal without waiting, with scanned frames from its stack', () => {
+    const { tids } = start({ count: 1, blockSignals: true });
+    const { stack, elapsedMs } = timed(tids[0]!, 5000);
+    expect(stack.error).toMatch(new RegExp(`^thread ${tids[0]} blocks the stack probe \\(signal \\d+\\)`));
+    expect(stack.error).toMatch(/scanned: true/);
+    // It never waits for a thread that cannot answer (bound: far below the 5 s timeout).
+    expect(elapsedMs).toBeLessThan(SLACK_MS);
+    // The PC the kernel reports, then words of its stack that are return addresses.
+    expect(stack.frames.length).toBeGreaterThan(2);
+    expect(stack.frames[0]!.scanned).toBeUndefined();
+    expect(stack.frames.slice(1).every((f) => f.scanned === true)).toBe(true);
+    const fixtureFrames = stack.frames.filter((f) => f.module === SPAWNER);
+    expect(fixtureFrames.map((f) => f.symbol)).toContain('spawner_thread_main');
+    expect(stack.module).toBe(SPAWNER);
+    expect(stack.startRoutine).toBe('spawner_thread_main');
+  });
+
+  it('reads only what the kernel shows when timeoutMs is 0, without interrupting the thread', async () => {
+    const { handle, tids } = start({ count: 1, sleepMs: 1 });
+    const before = spawner.stats(handle)!;
+    const stack = threadStack(tids[0]!, { timeoutMs: 0 });
+    expect(stack.error).toMatch(/was not probed \(timeoutMs is 0\)/);
+    // A sleeping thread is off CPU: its SP is known and its stack can be scanned.
+    if (stack.frames.length > 0) expect(stack.frames.slice(1).every((f) => f.scanned === true)).toBe(true);
+    await waitUntil(() => spawner.stats(handle)!.ticks > before.ticks + 3);
+    expect(spawner.stats(handle)!.interrupted).toBe(before.interrupted);
+  });
+
+  it('returns an error result for ids that are not threads of this process', async () => {
+    const child = spawn('sleep', ['30'], { stdio: 'ignore' });
+    try {
+      await waitUntil(() => child.pid !== undefined);
+      for (const id of [1, child.pid!, 2 ** 31 + 5, Number.MAX_SAFE_INTEGER]) {
+        const { stack, elapsedMs } = timed(id, 100);
+        expect(stack).toEqual({ threadId: id, frames: [], error: `thread ${id} is not a thread of this process` });
+        expect(elapsedMs).toBeLessThan(100 + SLACK_MS);
+      }
+    } finally {
+      child.kill();
+    }
+  });
+
+  it('reports a thread that has exited', () => {
+    const { handle, tids } = spawner.start({ count: 1 });
+    spawner.stop(handle);
+    const stack = threadStack(tids[0]!);
+    // The tid may in principle be reused at once by another thread of ours.
+    if (stack.error !== undefined) expect(stack.error).toMatch(/not a thread of this process|exited/);
+    else expect(readdirSync('/proc/self/task')).toContain(String(tids[0]));
+  });
+});
+
+describe('threads keep running after a probe', () => {
+  it('a thread sleeping in nanosleep carries on (its sleeps see EINTR) and can be stopped', async () => {
+    const { handle, tids } = spawner.start({ count: 2, sleepMs: 2 });
+    try {
+      for (let i = 0; i < 50; i++) {
+        const stack = threadStack(tids[i % 2]!, { timeoutMs: 1000 });
+        expect(stack.error).toBeUndefined();
+        expect(stack.startRoutine).toBe('spawner_thread_main');
+        expect(symbols(stack).some((s) => s === 'nanosleep' || s === 'clock_nanosleep')).toBe(true);
+      }
+      const after = spawner.stats(handle)!;
+      // The documented caveat: a probe interrupts a blocking call with EINTR.
+      expect(after.interrupted).toBeGreaterThan(0);
+      expect(after.interrupted).toBeLessThanOrEqual(50);
+      expect(await waitUntil(() => spawner.stats(handle)!.ticks >= after.ticks + 10)).toBe(true);
+    } finally {
+      expect(spawner.stop(handle)).toBe(true);
+    }
+    expect(readdirSync('/proc/self/task')).not.toContain(String(tids[0]));
+  });
+
+  it('a parked thread probed many times still wakes up and is joined by stop()', () => {
+    const { handle, tids } = spawner.start({ count: 1 });
+    for (let i = 0; i < 200; i++) expect(threadStack(tids[0]!).error).toBeUndefined();
+    expect(spawner.stop(handle)).toBe(true);
+    expect(readdirSync('/proc/self/task')).not.toContain(String(tids[0]));
+  });
+});
+
+describe('1000 captures of churning threads', () => {
+  it('never crash or hang; every result comes back within its bound', () => {
+    const { tids: parked } = start({ count: 10, name: 'churn-parked' });
+    const before = new Set(readdirSync('/proc/self/task').map(Number));
+    spawner.churnStart(4);
+    const outcomes = new Map<string, number>();
+    let slowest = 0;
+    let parkedCaptures = 0;
+    let okParked = 0;
+    try {
+      for (let i = 0; i < 1000; i++) {
+        // Three in four: a thread of the churn (short-lived, often gone or
+        // half-started by the time it is probed); else a parked one.
+        const churning = readdirSync('/proc/self/task').map(Number).filter((tid) => !before.has(tid));
+        const id = i % 4 === 3 || churning.length === 0 ? parked[i % parked.length]! : churning[i % churning.length]!;
+        const { stack, elapsedMs } = timed(id, 100);
+        slowest = Math.max(slowest, elapsedMs);
+        expect(stack.threadId).toBe(id);
+        expect(Array.isArray(stack.frames)).toBe(true);
+        const key = stack.error === undefined ? 'ok' : stack.error.replace(/^thread \d+ /, '').split(/[;:(]/)[0]!.trim();
+        outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
+        if (parked.includes(id)) {
+          parkedCaptures++;
+          if (stack.error === undefined && stack.module === SPAWNER) okParked++;
+        }
+      }
+    } finally {
+      expect(spawner.churnStop()).toBeGreaterThan(0);
+    }
+    expect(slowest).toBeLessThan(100 + SLACK_MS);
+    expect(parkedCaptures).toBeGreaterThanOrEqual(250);
+    expect(okParked).toBe(parkedCaptures);
+    // The churn's threads were really probed, not only looked up.
+    expect(parkedCaptures).toBeLessThan(1000);
+    // Still working afterwards.
+    expect(threadStack(parked[0]!).startRoutine).toBe('spawner_thread_main');
+  });
+});
+
+describe('the main thread and the calling thread', () => {
+  it('unwinds the calling thread directly, without this addon’s own frames', () => {
+    // Vitest runs this file on the main thread of its own process.
+    const stack = threadStack(process.pid);
+    expect(stack.error).toBeUndefined();
+    expect(stack.frames.length).toBeGreaterThan(0);
+    expect(stack.frames.some((f) => f.module === NODE)).toBe(true);
+    expect(stack.frames.some((f) => f.module !== undefined && /threadleak\.node$/.test(f.module))).toBe(false);
+  });
+
+  it('probes the main thread from a Worker, and a Worker’s own thread', async () => {
+    const worker = new Worker(
+      `
+      const { parentPort, workerData } = require('node:worker_threads');
+      const load = require('node:module').createRequire(workerData.root + '/package.json')('node-gyp-build');
+      const addon = load(workerData.root);
+      const self = addon.currentThreadId();
+      parentPort.postMessage({ main: addon.captureStack(workerData.pid, 1000), self: addon.captureStack(self, 1000) });
+      `,
+      { eval: true, workerData: { root: ROOT, pid: process.pid } },
+    );
+    try {
+      // The main thread waits in its event loop (epoll) meanwhile.
+      const { main, self } = await new Promise<{ main: NativeStack; self: NativeStack }>((resolve, reject) => {
+        worker.once('message', resolve);
+        worker.once('error', reject);
+      });
+      expect(main.error).toBeUndefined();
+      expect(main.frames.map((f) => f.symbol)).toContain('uv_run');
+      expect(attributeStack(main.frames).module).toBe(NODE);
+      expect(self.error).toBeUndefined();
+      expect(self.frames.some((f) => f.module === NODE)).toBe(true);
+    } finally {
+      await worker.terminate();
+    }
+  });
+});
+
+describe('arguments', () => {
+  it('rejects a bad id with a TypeError naming it', () => {
+    for (const id of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53, '5', null, undefined]) {
+      expect(() => threadStack(id as number)).toThrow(
+        expect.objectContaining({ name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE', message: expect.stringMatching(/^threadStack\(\): id must be a positive safe integer/) }),
+      );
+    }
+  });
+
+  it('rejects a bad timeoutMs or options with a TypeError naming the option', () => {
+    for (const timeoutMs of [-1, Number.NaN, Number.POSITIVE_INFINITY, 10_001, '10', null]) {
+      expect(() => threadStack(process.pid, { timeoutMs: timeoutMs as number })).toThrow(
+        expect.objectContaining({ name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE', message: expect.stringMatching(/^threadStack\(\): options\.timeoutMs must be/) }),
+      );
+    }
+    for (const options of [null, 5, 'fast']) {
+      expect(() => threadStack(process.pid, options as object)).toThrow(
+        expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE', message: expect.stringMatching(/options must be an object/) }),
+      );
+    }
+    expect(threadStack(process.pid, { timeoutMs: 10_000 }).error).toBeUndefined();
+    expect(threadStack(process.pid, {}).error).toBeUndefined();
+  });
+});
+
+describe('attributeStack()', () => {
+  const frame = (module?: string, symbol?: string) => ({ module, symbol });
+
+  it('takes the outermost frame outside the C/C++ runtimes', () => {
+    const frames = [
+      frame('/lib/x86_64-linux-gnu/libc.so.6', 'pthread_cond_wait'),
+      frame('/x/libfoo.so', 'foo_wait'),
+      frame('/x/addon.node', 'addon_worker'),
+      frame('/lib/x86_64-linux-gnu/libc.so.6'),
+      frame('/lib/x86_64-linux-gnu/libc.so.6', 'clone3'),
+    ];
+    expect(attributeStack(frames)).toEqual({ module: '/x/addon.node', startRoutine: 'addon_worker' });
+  });
+
+  it('passes over C++ runtime templates instantiated in the addon, JIT frames and CRT entry code', () => {
+    expect(
+      attributeStack([
+        frame('/x/addon.node', 'Pool::Run()'),
+        frame(undefined, undefined),
+        frame('/x/addon.node', 'std::thread::_State_impl<std::thread::_Invoker<std::tuple<void (*)()> > >::_M_run()'),
+        frame('/usr/lib/libstdc++.so.6.0.30'),
+        frame('/usr/lib/libc.so.6'),
+      ]),
+    ).toEqual({ module: '/x/addon.node', startRoutine: 'Pool::Run()' });
+    expect(attributeStack([frame('/usr/bin/node', 'node::Start(int, char**)'), frame('/usr/bin/node', '_start')])).toEqual({
+      module: '/usr/bin/node',
+      startRoutine: 'node::Start(int, char**)',
+    });
+    // Only runtime code outside the runtimes: the outermost of it.
+    expect(attributeStack([frame('/x/a.node', 'std::__invoke_impl<void>()'), frame('/usr/lib/libc.so.6')])).toEqual({
+      module: '/x/a.node',
+      startRoutine: 'std::__invoke_impl<void>()',
+    });
+    expect(attributeStack([frame('/x/a.node')])).toEqual({ module: '/x/a.node' });
+    expect(attributeStack([frame('/usr/lib/libc.so.6'), frame(undefined)])).toEqual({});
+    expect(attributeStack([])).toEqual({});
+  });
+
+  it('knows the runtimes of Linux, Windows and macOS by file name', () => {
+    for (const m of [
+      '/usr/lib/x86_64-linux-gnu/libc.so.6',
+      '/lib/ld-musl-x86_64.so.1',
+      '/lib64/ld-linux-x86-64.so.2',
+      '/lib/ld-linux-aarch64.so.1',
+      '/usr/lib/libstdc++.so.6.0.30',
+      '/usr/lib/libc++.so.1',
+      '/usr/lib/libc++abi.so.1',
+      '/lib/libgcc_s.so.1',
+      '/lib/libpthread.so.0',
+      'C:\\Windows\\SYSTEM32\\ntdll.dll',
+      'C:\\Windows\\System32\\KERNEL32.DLL',
+      'C:\\Windows\\System32\\KernelBase.dll',
+      'C:\\Windows\\System32\\ucrtbase.dll',
+      'C:\\Windows\\System32\\msvcrt.dll',
+      'C:\\Windows\\System32\\MSVCP140.dll',
+      'C:\\Windows\\System32\\VCRUNTIME140_1.dll',
+      'C:\\mingw\\bin\\libwinpthread-1.dll',
+      '/usr/lib/system/libsystem_pthread.dylib',
+      '/usr/lib/system/libsystem_c.dylib',
+      '/usr/lib/system/libdyld.dylib',
+      '/usr/lib/libc++.1.dylib',
+      '/usr/lib/libc++abi.dylib',
+    ]) {
+      expect([m, isSystemRuntimeModule(m)]).toEqual([m, true]);
+    }
+    for (const m of ['/x/addon.node', '/usr/bin/node', '/usr/lib/libcrypto.so.3', '/x/libcurl.so', '/x/libcx.so', 'C:\\x\\foo.dll', '/x/libzmq.dylib']) {
+      expect([m, isSystemRuntimeModule(m)]).toEqual([m, false]);
+    }
+  });
+});

@@ -27,7 +27,7 @@ import {
   type LeakLogger,
   type ResolvedScopeOptions,
 } from './scope.js';
-import { threads, type NativeStack, type ThreadInfo } from './snapshot.js';
+import { threads, threadStack, type NativeStack, type ThreadInfo } from './snapshot.js';
 
 /** Where a leaked thread came from. */
 export type ThreadOrigin =
@@ -97,13 +97,17 @@ function isDaemon(thread: ThreadInfo): boolean {
   return record !== undefined && !record.refed;
 }
 
-/** Adds native stack and creator to a thread; replaced when stack capture is available. */
-export type ThreadEnricher = (thread: LeakedThread) => LeakedThread;
-let enrichNative: ThreadEnricher = (thread) => thread;
+// How long one leaked thread's stack probe may take (most answer in ~0.1 ms;
+// a thread that blocks the probe signal is read from /proc without waiting).
+const STACK_TIMEOUT_MS = 100;
 
-/** Lets the stack module attach stacks and creators to native leaks. */
-export function setNativeEnricher(enricher: ThreadEnricher): void {
-  enrichNative = enricher;
+/** Adds the native stack, and the module and function that started it, to a native thread. */
+function withNativeStack(thread: LeakedThread): LeakedThread {
+  const stack = threadStack(thread.id, { timeoutMs: STACK_TIMEOUT_MS });
+  const origin: ThreadOrigin = { kind: 'native' };
+  if (stack.module !== undefined) origin.module = stack.module;
+  if (stack.startRoutine !== undefined) origin.startRoutine = stack.startRoutine;
+  return { ...thread, origin, stack };
 }
 
 class ThreadLeakDetector implements LeakDetector<LeakedThread> {
@@ -126,7 +130,7 @@ class ThreadLeakDetector implements LeakDetector<LeakedThread> {
     // Names and states come from the newest snapshot; stack and origin from the first look.
     if (cached && (cached.stack || !withStack)) return { ...cached, ...thread };
     let leaked: LeakedThread = { ...thread, origin: originOf(thread) };
-    if (withStack && leaked.origin.kind === 'native') leaked = enrichNative(leaked);
+    if (withStack && leaked.origin.kind === 'native') leaked = withNativeStack(leaked);
     this.#detail.set(thread.key, leaked);
     return leaked;
   }

@@ -9,7 +9,8 @@ import {
   type LeakedThread,
   type ThreadLeakOptions,
 } from '../src/index.js';
-import { spawner, waitUntil } from './helpers.js';
+import { realpathSync } from 'node:fs';
+import { spawner, spawnerPath, waitUntil } from './helpers.js';
 
 const handles: number[] = [];
 const workers: Worker[] = [];
@@ -178,6 +179,58 @@ describe('noThreadLeaks: detection', () => {
     // The fixture names its threads before start() returns; the report must show that name.
     const error = await leakErrorOf(scope.close());
     expect(error.leaks.find((t) => t.id === tids[0])?.name).toBe('tl-renamed');
+  });
+});
+
+describe('noThreadLeaks: creators and stacks', () => {
+  const fixtureModule = realpathSync(spawnerPath);
+
+  it('names the .node file and the function that started a leaked native thread', async () => {
+    const scope = noThreadLeaks(raise());
+    startNative({ count: 1, name: 'tl-creator' });
+    const [leak] = (await leakErrorOf(scope.close())).leaks;
+    expect(leak!.origin).toEqual({ kind: 'native', module: fixtureModule, startRoutine: 'spawner_thread_main' });
+    expect(leak!.stack?.frames.some((f) => f.symbol === 'spawner_thread_body')).toBe(true);
+    const error = await leakErrorOf((async () => {
+      const again = noThreadLeaks(raise());
+      startNative({ count: 1 });
+      await again.close();
+    })());
+    expect(error.message).toContain(`started by spawner_thread_main in ${fixtureModule}`);
+    expect(error.message).toMatch(/\n {8}at spawner_thread_body\+0x[0-9a-f]+ \(/);
+  });
+
+  it('attributes a std::thread to the addon, not to libstdc++', async () => {
+    const scope = noThreadLeaks(raise());
+    startNative({ count: 1, kind: 'std' });
+    const [leak] = (await leakErrorOf(scope.close())).leaks;
+    expect(leak!.origin.kind === 'native' && leak!.origin.module).toBe(fixtureModule);
+  });
+
+  it('reports a thread that blocks every signal with what the kernel shows', async () => {
+    const scope = noThreadLeaks(raise());
+    startNative({ count: 1, blockSignals: true });
+    const [leak] = (await leakErrorOf(scope.close())).leaks;
+    expect(leak!.stack?.error).toMatch(/blocks/);
+    expect(leak!.origin.kind === 'native' && leak!.origin.module).toBe(fixtureModule);
+  });
+
+  it('captureStacks: false leaves stacks and creators out', async () => {
+    const scope = noThreadLeaks(raise({ captureStacks: false }));
+    startNative({ count: 1 });
+    const [leak] = (await leakErrorOf(scope.close())).leaks;
+    expect(leak!.origin).toEqual({ kind: 'native' });
+    expect(leak!.stack).toBeUndefined();
+  });
+
+  it('a predicate can leave out every thread a given module started', async () => {
+    const scope = noThreadLeaks(
+      raise({ nameFilter: (t) => !(t.origin.kind === 'native' && t.origin.module?.endsWith('/spawner.node')) }),
+    );
+    startNative({ count: 2 });
+    const worker = startWorker();
+    const error = await leakErrorOf(scope.close());
+    expect(error.leaks.map((t) => t.origin.kind === 'worker' && t.origin.worker)).toEqual([worker]);
   });
 });
 

@@ -52,6 +52,23 @@ async function verdictLatency(rounds) {
   return summarize(samples);
 }
 
+// 3. What stack capture adds to a report: close() of a scope in which `leaked`
+//    fixture threads are still alive (grace 0, action 'log' to a no-op logger),
+//    with captureStacks on and off.
+async function reportCost(leaked, captureStacks, rounds) {
+  const samples = [];
+  const logger = { warn() {} };
+  for (let i = 0; i < rounds; i++) {
+    const scope = noThreadLeaks({ action: 'log', logger, gracePeriodMs: 0, captureStacks });
+    const { handle } = spawner.start({ count: leaked, name: 'bench-leak' });
+    const start = performance.now();
+    await scope.close();
+    samples.push(performance.now() - start);
+    spawner.stop(handle);
+  }
+  return summarize(samples);
+}
+
 const fmt = (ms) => `${ms.toFixed(3)} ms`;
 
 await cleanScopes(200, false); // warm up: pre-warm, JIT
@@ -60,6 +77,11 @@ const live = threads().length;
 const asyncClean = await cleanScopes(2000, false);
 const syncClean = await cleanScopes(2000, true);
 const latency = await verdictLatency(60);
+await reportCost(10, true, 20); // warm up the unwinder and the symbol cache
+const reports = [];
+for (const leaked of [1, 10]) {
+  reports.push([leaked, await reportCost(leaked, true, 100), await reportCost(leaked, false, 100)]);
+}
 
 console.log(`bench/scope — ${process.version}, ${live} threads alive`);
 console.log('');
@@ -70,5 +92,14 @@ const row = (name, s, ratio) =>
 row('clean scope, await close()', asyncClean, `${(PYLEAK_SLEEP_MS / asyncClean.median).toFixed(0)}x less`);
 row('clean scope, using (sync)', syncClean, `${(PYLEAK_SLEEP_MS / syncClean.median).toFixed(0)}x less`);
 row('verdict after the last thread ends', latency, `${(PYLEAK_SLEEP_MS / latency.median).toFixed(0)}x sooner`);
+console.log('');
+console.log('| leaked threads | report with stacks | report without | stacks cost        |');
+console.log('|----------------|--------------------|----------------|--------------------|');
+for (const [leaked, withStacks, without] of reports) {
+  const extra = (withStacks.median - without.median) / leaked;
+  console.log(
+    `| ${String(leaked).padStart(14)} | ${fmt(withStacks.median).padStart(18)} | ${fmt(without.median).padStart(14)} | ${`${(withStacks.median / without.median).toFixed(1)}x, ${(extra * 1000).toFixed(0)} µs/thread`.padStart(18)} |`,
+  );
+}
 console.log('');
 console.log('targets: clean scope <= 0.5 ms median at ~12 threads; verdict <= 5 ms after the thread ends');

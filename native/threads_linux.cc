@@ -13,6 +13,12 @@
 //    openat and read (ESRCH, or a read of 0 bytes): it is skipped.
 //  - /proc/<tid> exists for every thread id, not only for process leaders,
 //    so a pid given by the caller is checked to be a thread-group leader.
+//  - Listing this process keeps one fd open on each live thread's stat
+//    between calls (StatFdCache): a pread at offset 0 makes the kernel format
+//    the line afresh without openat's path walk and the close, about a third
+//    of the cost per thread. An fd pins its thread: once that thread exits,
+//    pread fails with ESRCH and never reads a newer thread that reused the
+//    tid, so such an fd is closed and the tid opened afresh.
 //  - starttime is in clock ticks (10 ms here) since boot, so start times are
 //    exact to a tick and (tid, starttime) is an exact identity.
 #include "threads.h"
@@ -23,11 +29,14 @@
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <time.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 
 namespace threadleak {
 namespace {
@@ -158,6 +167,75 @@ struct LinuxDirent64 {
   char d_name[];
 };
 
+// The cached stat fds of this process's threads, tid -> fd. Never destroyed
+// (a Worker may list threads while the process exits); guarded by `mutex`
+// because Workers share this library.
+struct StatFdCache {
+  std::mutex mutex;
+  std::unordered_map<uint64_t, int> fds;
+};
+
+StatFdCache& Cache() {
+  static StatFdCache* cache = new StatFdCache;
+  return *cache;
+}
+
+// At most a quarter of the soft fd limit, and never more than 4096 fds.
+size_t CacheLimit() {
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return 4096;
+  return static_cast<size_t>(limit.rlim_cur / 4 < 4096 ? limit.rlim_cur / 4 : 4096);
+}
+
+ssize_t PreadOnce(int fd, char* buf, size_t cap) {
+  ssize_t n;
+  do { n = pread(fd, buf, cap - 1, 0); } while (n < 0 && errno == EINTR);
+  if (n >= 0) buf[n] = '\0';
+  return n;
+}
+
+void CloseAll(std::unordered_map<uint64_t, int>* fds) {
+  for (auto& entry : *fds) close(entry.second);
+  fds->clear();
+}
+
+// Reads the stat of `tid` of this process into buf, through the fd cache:
+// `previous` holds the fds of the last call (an entry is taken out when used),
+// `next` receives the fds to keep. Returns bytes read, or -1 with errno set.
+ssize_t ReadCached(int dirfd, const char* rel, uint64_t tid, char* buf, size_t cap,
+                   std::unordered_map<uint64_t, int>* previous, std::unordered_map<uint64_t, int>* next,
+                   size_t limit) {
+  auto it = previous->find(tid);
+  if (it != previous->end()) {
+    const int fd = it->second;
+    previous->erase(it);
+    const ssize_t n = PreadOnce(fd, buf, cap);
+    if (n > 0) {
+      next->emplace(tid, fd);
+      return n;
+    }
+    close(fd);  // that thread exited; a thread listed under its tid now is a new one
+  }
+  if (next->size() >= limit) return ReadOnce(dirfd, rel, buf, cap);
+  const int fd = openat(dirfd, rel, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno != EMFILE && errno != ENFILE) return -1;
+    // Out of descriptors: give back every cached one, then read uncached.
+    CloseAll(previous);
+    CloseAll(next);
+    return ReadOnce(dirfd, rel, buf, cap);
+  }
+  const ssize_t n = PreadOnce(fd, buf, cap);
+  if (n > 0) {
+    next->emplace(tid, fd);
+  } else {
+    const int saved = errno;
+    close(fd);
+    errno = saved;
+  }
+  return n;
+}
+
 }  // namespace
 
 const char* BackendName() { return "linux"; }
@@ -180,6 +258,26 @@ bool ListThreads(int64_t pid, std::vector<ThreadRecord>* out, OsError* error) {
   }
   FdCloser closer(dirfd);
 
+  // Listing this process goes through the fd cache, held for the whole walk.
+  const bool cached = pid == 0;
+  std::unique_lock<std::mutex> cache_lock;
+  std::unordered_map<uint64_t, int> previous, next;
+  const size_t limit = cached ? CacheLimit() : 0;
+  if (cached) {
+    cache_lock = std::unique_lock<std::mutex>(Cache().mutex);
+    previous.swap(Cache().fds);
+    next.reserve(previous.size() + 16);
+  }
+  struct Finish {  // on every return: close the fds of threads that are gone, keep the rest
+    bool cached;
+    std::unordered_map<uint64_t, int>& previous;
+    std::unordered_map<uint64_t, int>& next;
+    ~Finish() {
+      CloseAll(&previous);
+      if (cached) Cache().fds.swap(next);
+    }
+  } finish{cached, previous, next};
+
   alignas(8) char dents[32768];
   char rel[40];
   char stat[1024];  // a stat line is ~300 bytes; comm is at most 15 bytes
@@ -197,8 +295,10 @@ bool ListThreads(int64_t pid, std::vector<ThreadRecord>* out, OsError* error) {
       off += d->d_reclen;
       const char* name = d->d_name;
       if (name[0] < '0' || name[0] > '9') continue;  // ".", ".."
+      const uint64_t tid = strtoull(name, nullptr, 10);
       snprintf(rel, sizeof rel, "%s/stat", name);
-      ssize_t n = ReadOnce(dirfd, rel, stat, sizeof stat);
+      const ssize_t n = cached ? ReadCached(dirfd, rel, tid, stat, sizeof stat, &previous, &next, limit)
+                               : ReadOnce(dirfd, rel, stat, sizeof stat);
       if (n <= 0) {
         // ENOENT / ESRCH / empty read: the thread exited mid-walk. Skip it.
         if (n == 0 || errno == ENOENT || errno == ESRCH) continue;
@@ -206,7 +306,7 @@ bool ListThreads(int64_t pid, std::vector<ThreadRecord>* out, OsError* error) {
         return false;
       }
       ThreadRecord record;
-      record.id = strtoull(name, nullptr, 10);
+      record.id = tid;
       if (!ParseStat(stat, &record)) continue;
       out->push_back(std::move(record));
     }

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { threads, type ThreadInfo } from '../src/index.js';
 import { spawner, waitUntil } from './helpers.js';
@@ -165,6 +165,29 @@ describe('threads()', () => {
       expect(error.message).toContain(String(pid));
     }
     expect(() => threads(42 as never)).toThrow(TypeError);
+  });
+
+  it('keeps no descriptor for a thread that has ended', async () => {
+    // Listing this process caches one fd per live thread's stat; ended threads' fds are closed.
+    const cachedTids = () =>
+      readdirSync('/proc/self/fd').flatMap((fd) => {
+        try {
+          const match = /\/task\/(\d+)\/stat$/.exec(readlinkSync(`/proc/self/fd/${fd}`));
+          return match ? [Number(match[1])] : [];
+        } catch {
+          return []; // the fd of readdirSync itself, closed by now
+        }
+      });
+    const { handle, tids } = start({ count: 200, name: 'fd-check' });
+    threads();
+    expect(cachedTids()).toEqual(expect.arrayContaining(tids));
+    spawner.stop(handles.splice(handles.indexOf(handle), 1)[0]!);
+    await waitUntil(() => !threads().some((t) => tids.includes(t.id)));
+    const live = new Set(threads().map((t) => t.id));
+    const cached = cachedTids();
+    expect(cached.filter((tid) => tids.includes(tid))).toEqual([]);
+    expect(cached.every((tid) => live.has(tid) || !tids.includes(tid))).toBe(true);
+    expect(cached.length).toBeLessThanOrEqual(live.size + 2);
   });
 
   it('never throws and never yields a duplicate key while threads churn', () => {

@@ -28,12 +28,17 @@
 //    thread may hold, so the handler only copies the stack (THREADLEAK_STACK_UNWIND=0
 //    forces that mode). Residual risk: unwind info registered at run time
 //    with __register_frame (some JITs) makes libgcc take its own mutex.
+//  - The handler blocks every signal while it runs, its own included, so
+//    probes never nest on the target's stack; SigBlk shows that mask, so the
+//    thread that answered the previous probe may look for a moment as if it
+//    blocked the signal: for that thread the check waits for it to clear.
 //  - A probed thread blocked in nanosleep, poll, epoll_wait... returns EINTR
 //    even with SA_RESTART; the handler itself uses about 5 KB of its stack.
 #include <dlfcn.h>
 #include <errno.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -41,6 +46,7 @@
 #include <unistd.h>
 #include <unwind.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -63,6 +69,7 @@ constexpr uint64_t kClaimed = 1ull << 47;          // set by the handler that ow
 constexpr uint64_t kGenerationMask = kClaimed - 1;
 constexpr int kMaxFrames = 128;
 constexpr int64_t kClaimedGraceNs = 20 * 1000 * 1000;  // a claimed handler gets this much more
+constexpr int64_t kRunningRetryNs = 10 * 1000 * 1000;  // how long the kernel view waits for a running thread
 
 // The memory a handler writes into. Allocated outside any handler.
 struct Slot {
@@ -87,6 +94,7 @@ int g_signal = 0;
 std::string g_signal_problem;      // why there is no signal
 bool g_unwind_in_handler = false;
 uint64_t g_generation = 0;
+pid_t g_last_answered = 0;         // the thread that answered the latest probe
 std::atomic<Slot*> g_slot{nullptr};
 
 pid_t Gettid() { return static_cast<pid_t>(syscall(SYS_gettid)); }
@@ -230,6 +238,23 @@ bool WaitDone(Slot* slot, int64_t deadline) {
   return true;
 }
 
+// The thread that answered the previous probe may still be returning from
+// the handler, which blocks every signal until it returns: SigBlk shows the
+// probe signal blocked for that moment. Wait for it to clear, within the
+// deadline. True when it did (and *status is fresh).
+bool WaitUnblocked(pid_t tid, int64_t deadline, linux_stack::ThreadStatus* status) {
+  const uint64_t bit = 1ull << (g_signal - 1);
+  while (NowNs() < deadline) {
+    sched_yield();
+    struct timespec pause = {0, 20000};
+    nanosleep(&pause, nullptr);
+    if (linux_stack::ReadThreadStatus(tid, status) != 0) return false;
+    if (!(status->blocked & bit)) return true;
+  }
+  g_last_answered = 0;  // it blocks the signal for good: do not wait for it again
+  return false;
+}
+
 // Probes `tid`; on success appends its frames. Otherwise sets the error.
 bool Probe(pid_t tid, int64_t deadline, std::vector<RawFrame>* raw, StackResult* result) {
   Slot* slot = g_slot.load(std::memory_order_relaxed);
@@ -298,6 +323,7 @@ bool Probe(pid_t tid, int64_t deadline, std::vector<RawFrame>* raw, StackResult*
     if (linux_stack::ReadMaps(&maps)) linux_stack::ScanStack(slot->sp, slot->stack, slot->copied, maps, raw);
   }
   slot->claim.store(0, std::memory_order_release);  // idle
+  g_last_answered = tid;
   return true;
 }
 
@@ -374,7 +400,7 @@ void CaptureStack(uint64_t tid64, double timeout_ms, StackResult* result) {
         result->error = "stopped";
       } else if (status.state == 'D') {
         result->error = "uninterruptible";
-      } else if (status.blocked & (1ull << (g_signal - 1))) {
+      } else if ((status.blocked & (1ull << (g_signal - 1))) && !(tid == g_last_answered && WaitUnblocked(tid, deadline, &status))) {
         result->error = "signal-blocked";
       } else {
         probed = Probe(tid, deadline, &raw, result);
@@ -382,7 +408,10 @@ void CaptureStack(uint64_t tid64, double timeout_ms, StackResult* result) {
     }
   }
   if (!probed && result->error != "exited") {
-    if (!linux_stack::AppendKernelView(tid, &raw) && !linux_stack::ThreadExists(tid)) {
+    // A thread that runs now may block in a moment: look again for a while,
+    // within the timeout (not at all for timeout 0) and at most kRunningRetryNs.
+    const int64_t retry_until = std::min(deadline, NowNs() + kRunningRetryNs);
+    if (!linux_stack::AppendKernelView(tid, retry_until, &raw) && !linux_stack::ThreadExists(tid)) {
       result->error = "exited";
       result->detail.clear();
     }

@@ -52,9 +52,9 @@ int ReadThreadStatus(pid_t tid, ThreadStatus* status);
 bool ThreadExists(pid_t tid);
 
 // SP and PC of a thread that is blocked (in a system call or not) from
-// /proc/self/task/TID/syscall. False when the kernel does not show them
-// (the thread is running, exited, or the file is unavailable).
-bool ReadKernelRegisters(pid_t tid, uintptr_t* sp, uintptr_t* pc);
+// /proc/self/task/TID/syscall.
+enum class KernelRegisters { kKnown, kRunning, kUnavailable };
+KernelRegisters ReadKernelRegisters(pid_t tid, uintptr_t* sp, uintptr_t* pc);
 
 // Parses /proc/self/maps (sorted by address, as the kernel prints it).
 bool ReadMaps(std::vector<Mapping>* maps);
@@ -74,8 +74,10 @@ void ScanStack(uintptr_t sp, const unsigned char* copy, size_t copy_length,
                const std::vector<Mapping>& maps, std::vector<RawFrame>* out);
 
 // Appends the kernel's view of a thread that cannot be (or was not) probed:
-// its PC, then a scan from its SP. Returns false when the kernel shows no SP.
-bool AppendKernelView(pid_t tid, std::vector<RawFrame>* out);
+// its PC, then a scan from its SP. The kernel shows them only while the
+// thread is off CPU: a running thread is looked at again, with short sleeps,
+// until `retry_until_ns` (CLOCK_MONOTONIC). False when no SP was shown.
+bool AppendKernelView(pid_t tid, int64_t retry_until_ns, std::vector<RawFrame>* out);
 
 using SignalHandler = void (*)(int, siginfo_t*, void*);
 

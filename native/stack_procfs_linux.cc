@@ -23,6 +23,7 @@
 #include <link.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -194,22 +195,23 @@ bool ThreadExists(pid_t tid) {
   return access(path, F_OK) == 0;
 }
 
-bool ReadKernelRegisters(pid_t tid, uintptr_t* sp, uintptr_t* pc) {
+KernelRegisters ReadKernelRegisters(pid_t tid, uintptr_t* sp, uintptr_t* pc) {
   // "running", or "NR ARG1..ARG6 SP PC" in a system call, or "-1 SP PC" when
   // blocked outside one. The kernel waits until the thread is off CPU to read
   // them, and prints "running" if it runs again meanwhile.
   char path[64], buf[512];
   snprintf(path, sizeof path, "/proc/self/task/%d/syscall", static_cast<int>(tid));
-  if (ReadSmallFile(path, buf, sizeof buf) <= 0) return false;
+  if (ReadSmallFile(path, buf, sizeof buf) <= 0) return KernelRegisters::kUnavailable;
+  if (strncmp(buf, "running", 7) == 0) return KernelRegisters::kRunning;
   char* tokens[10];
   int count = 0;
   for (char* save = nullptr, *t = strtok_r(buf, " \n", &save); t && count < 10; t = strtok_r(nullptr, " \n", &save)) {
     tokens[count++] = t;
   }
-  if (count != 3 && count != 9) return false;
+  if (count != 3 && count != 9) return KernelRegisters::kUnavailable;
   *sp = strtoull(tokens[count - 2], nullptr, 16);
   *pc = strtoull(tokens[count - 1], nullptr, 16);
-  return *sp != 0;
+  return *sp != 0 ? KernelRegisters::kKnown : KernelRegisters::kUnavailable;
 }
 
 bool ReadMaps(std::vector<Mapping>* maps) {
@@ -318,9 +320,18 @@ void ScanStack(uintptr_t sp, const unsigned char* copy, size_t copy_length,
   out->insert(out->end(), found.begin(), found.end());
 }
 
-bool AppendKernelView(pid_t tid, std::vector<RawFrame>* out) {
+bool AppendKernelView(pid_t tid, int64_t retry_until_ns, std::vector<RawFrame>* out) {
   uintptr_t sp = 0, pc = 0;
-  if (!ReadKernelRegisters(tid, &sp, &pc)) return false;
+  for (;;) {
+    const KernelRegisters got = ReadKernelRegisters(tid, &sp, &pc);
+    if (got == KernelRegisters::kKnown) break;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    const int64_t left = retry_until_ns - (static_cast<int64_t>(now.tv_sec) * 1000000000 + now.tv_nsec);
+    if (got == KernelRegisters::kUnavailable || left <= 0) return false;
+    struct timespec pause = {0, left < 200000 ? static_cast<long>(left) : 200000L};
+    nanosleep(&pause, nullptr);
+  }
   if (pc != 0) {
     RawFrame f;
     f.address = pc;

@@ -56,8 +56,11 @@ bool TakeSignal(int sig, SignalHandler handler) {
   struct sigaction ours;
   memset(&ours, 0, sizeof ours);
   ours.sa_sigaction = handler;
+  // Every signal is blocked while the handler runs, its own included (no
+  // SA_NODEFER): a probe sent while the thread is still returning from the
+  // previous one waits until it has returned instead of nesting on its stack.
   ours.sa_flags = SA_SIGINFO | SA_RESTART;
-  sigfillset(&ours.sa_mask);  // nothing interrupts a capture
+  sigfillset(&ours.sa_mask);
   struct sigaction previous;
   if (sigaction(sig, &ours, &previous) != 0) return false;
   if (!IsDefault(previous)) {

@@ -135,12 +135,15 @@ describe('threads keep running after a probe', () => {
   it('a thread sleeping in nanosleep carries on (its sleeps see EINTR) and can be stopped', async () => {
     const { handle, tids } = spawner.start({ count: 2, sleepMs: 2 });
     try {
+      let inSleep = 0;
       for (let i = 0; i < 50; i++) {
         const stack = threadStack(tids[i % 2]!, { timeoutMs: 1000 });
         expect(stack.error).toBeUndefined();
         expect(stack.startRoutine).toBe('spawner_thread_main');
-        expect(symbols(stack).some((s) => s === 'nanosleep' || s === 'clock_nanosleep')).toBe(true);
+        // Mostly caught sleeping; sometimes between two sleeps.
+        if (symbols(stack).some((s) => s === 'nanosleep' || s === 'clock_nanosleep')) inSleep++;
       }
+      expect(inSleep).toBeGreaterThan(0);
       const after = spawner.stats(handle)!;
       // The documented caveat: a probe interrupts a blocking call with EINTR.
       expect(after.interrupted).toBeGreaterThan(0);
@@ -154,7 +157,16 @@ describe('threads keep running after a probe', () => {
 
   it('a parked thread probed many times still wakes up and is joined by stop()', () => {
     const { handle, tids } = spawner.start({ count: 1 });
-    for (let i = 0; i < 200; i++) expect(threadStack(tids[0]!).error).toBeUndefined();
+    // Back to back: the next probe often arrives while the thread is still
+    // returning from the previous probe's handler.
+    for (let i = 0; i < 200; i++) {
+      const stack = threadStack(tids[0]!);
+      expect(stack.error).toBeUndefined();
+      expect(stack.startRoutine).toBe('spawner_thread_main');
+      // Never the frames of threadleak's own handler.
+      expect(stack.frames.filter((f) => f.module?.endsWith('/threadleak.node'))).toEqual([]);
+      expect(symbols(stack).indexOf('spawner_thread_body')).toBeGreaterThan(0);
+    }
     expect(spawner.stop(handle)).toBe(true);
     expect(readdirSync('/proc/self/task')).not.toContain(String(tids[0]));
   });
@@ -216,17 +228,29 @@ describe('the main thread and the calling thread', () => {
       const load = require('node:module').createRequire(workerData.root + '/package.json')('node-gyp-build');
       const addon = load(workerData.root);
       const self = addon.currentThreadId();
-      parentPort.postMessage({ main: addon.captureStack(workerData.pid, 1000), self: addon.captureStack(self, 1000) });
+      // The main thread is mostly idle in its event loop (epoll) meanwhile, but
+      // may be running JavaScript at any one moment: look a few times.
+      const nap = new Int32Array(new SharedArrayBuffer(4));
+      const errors = [];
+      let main;
+      for (let i = 0; i < 100; i++) {
+        main = addon.captureStack(workerData.pid, 1000);
+        if (main.error) errors.push(main.error);
+        if (main.frames.some((f) => f.symbol === 'uv_run')) break;
+        Atomics.wait(nap, 0, 0, 5);
+      }
+      parentPort.postMessage({ main, errors, self: addon.captureStack(self, 1000) });
       `,
       { eval: true, workerData: { root: ROOT, pid: process.pid } },
     );
     try {
-      // The main thread waits in its event loop (epoll) meanwhile.
-      const { main, self } = await new Promise<{ main: NativeStack; self: NativeStack }>((resolve, reject) => {
-        worker.once('message', resolve);
-        worker.once('error', reject);
-      });
-      expect(main.error).toBeUndefined();
+      const { main, errors, self } = await new Promise<{ main: NativeStack; errors: string[]; self: NativeStack }>(
+        (resolve, reject) => {
+          worker.once('message', resolve);
+          worker.once('error', reject);
+        },
+      );
+      expect(errors).toEqual([]);
       expect(main.frames.map((f) => f.symbol)).toContain('uv_run');
       expect(attributeStack(main.frames).module).toBe(NODE);
       expect(self.error).toBeUndefined();

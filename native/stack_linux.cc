@@ -69,6 +69,11 @@ constexpr uint64_t kClaimed = 1ull << 47;          // set by the handler that ow
 constexpr uint64_t kGenerationMask = kClaimed - 1;
 constexpr int kMaxFrames = 128;
 constexpr int64_t kClaimedGraceNs = 20 * 1000 * 1000;  // a claimed handler gets this much more
+#if defined(__x86_64__) || defined(__aarch64__) || defined(__i386__)
+constexpr bool kCpuSupported = true;  // RegistersFrom and the scan's call check know it
+#else
+constexpr bool kCpuSupported = false;
+#endif
 constexpr int64_t kRunningRetryNs = 10 * 1000 * 1000;  // how long the kernel view waits for a running thread
 
 // The memory a handler writes into. Allocated outside any handler.
@@ -352,6 +357,11 @@ void CaptureStack(uint64_t tid64, double timeout_ms, StackResult* result) {
     return;
   }
   const pid_t tid = static_cast<pid_t>(tid64);
+  if (!kCpuSupported) {
+    result->error = "unsupported";
+    result->detail = "no stack probe for this CPU architecture yet";
+    return;
+  }
   if (tid == Gettid()) {
     // Symbolized first: dladdr is slow in big executables (a linear walk of
     // node's ~100k dynamic symbols), and Symbolize caches what it finds.

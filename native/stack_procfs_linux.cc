@@ -148,26 +148,26 @@ std::string Demangle(const char* name) {
   return result;
 }
 
+// Addresses outside every loaded object (JIT code, anonymous memory) get no
+// module: maps may be older than such mappings, which come and go freely,
+// while a loaded object's mappings stay put until it is unloaded.
 Symbol LookUp(uintptr_t address) {
   Symbol s;
   Dl_info info{};
-  if (dladdr(reinterpret_cast<void*>(address), &info) != 0 && info.dli_fbase != nullptr) {
-    s.base = reinterpret_cast<uintptr_t>(info.dli_fbase);
-    if (info.dli_sname != nullptr && info.dli_saddr != nullptr) {
-      s.symbol = Demangle(info.dli_sname);
-      s.base = reinterpret_cast<uintptr_t>(info.dli_saddr);
-    }
+  if (dladdr(reinterpret_cast<void*>(address), &info) == 0 || info.dli_fbase == nullptr) return s;
+  s.base = reinterpret_cast<uintptr_t>(info.dli_fbase);
+  if (info.dli_sname != nullptr && info.dli_saddr != nullptr) {
+    s.symbol = Demangle(info.dli_sname);
+    s.base = reinterpret_cast<uintptr_t>(info.dli_saddr);
   }
   if (!g_symbol_maps_fresh) g_symbol_maps_fresh = ReadMaps(&g_symbol_maps);
   const Mapping* m = FindMapping(g_symbol_maps, address);
   if (m != nullptr && !m->path.empty() && m->path[0] == '/') {
     s.module = m->path;
-  } else if (s.base != 0 && info.dli_fname != nullptr && info.dli_fname[0] != '\0') {
-    // Not in maps as a file (e.g. loaded after our last read of maps): resolve dladdr's name.
+  } else if (info.dli_fname != nullptr && info.dli_fname[0] != '\0') {
     char resolved[PATH_MAX];
     if (realpath(info.dli_fname, resolved) != nullptr) s.module = resolved;
   }
-  if (s.module.empty() && s.symbol.empty()) s.base = 0;
   return s;
 }
 

@@ -410,7 +410,8 @@ void CaptureStack(uint64_t tid64, double timeout_ms, StackResult* result) {
         result->error = "stopped";
       } else if (status.state == 'D') {
         result->error = "uninterruptible";
-      } else if ((status.blocked & (1ull << (g_signal - 1))) && !(tid == g_last_answered && WaitUnblocked(tid, deadline, &status))) {
+      } else if ((status.blocked & (1ull << (g_signal - 1))) &&
+                 !(tid == g_last_answered && WaitUnblocked(tid, deadline, &status))) {
         result->error = "signal-blocked";
       } else {
         probed = Probe(tid, deadline, &raw, result);

@@ -100,7 +100,8 @@ function formatThreadEntry(thread: ThreadForReport, now: number): string {
 /** The message of every thread-leak warning, log line and ThreadLeakError: sorted by id. */
 export function formatThreadLeaks(leaks: readonly ThreadForReport[], gracePeriodMs: number, now = Date.now()): string {
   const sorted = [...leaks].sort((a, b) => a.id - b.id);
-  const head = `${plural(sorted.length, 'thread')} leaked: started in the scope and still alive ${formatDuration(gracePeriodMs)} after it ended`;
+  const when = gracePeriodMs > 0 ? `${formatDuration(gracePeriodMs)} after it ended` : 'when it ended';
+  const head = `${plural(sorted.length, 'thread')} leaked: started in the scope and still alive ${when}`;
   return [head, ...sorted.map((t) => formatThreadEntry(t, now))].join('\n');
 }
 

@@ -4,7 +4,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 // The compiled fixture imports the built package, so this file does too.
-import { ThreadLeakError } from 'threadleak';
+import { ResourceLeakError, ThreadLeakError } from 'threadleak';
 import { spawner } from './helpers.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -38,6 +38,13 @@ describe('tsc-compiled decorators and using declarations', () => {
     const service = new compiled.Service(noop);
     expect(service.bare('a', 'b')).toBe('ab0');
     expect(compiled.Service.prototype.bare.name).toBe('bare');
+  });
+
+  it('@noResourceLeaks(tracker, options) checks each call of a method', () => {
+    const repository = new compiled.Repository();
+    expect(repository.open('released', true)).toBe('released');
+    expect(() => repository.open('kept', false)).toThrow(ResourceLeakError);
+    expect(compiled.tracked.live().map((entry) => entry.name)).toEqual(['kept']);
   });
 
   it('using checks synchronously at the end of the block', () => {

@@ -9,20 +9,13 @@
 // Run: npm run compile && npm run build:fixture && node bench/scope.js
 import { createRequire } from 'node:module';
 import { noThreadLeaks, threads } from '../dist/index.js';
+import { summary } from './lib/stats.js';
 
 const require = createRequire(import.meta.url);
 const spawner = require('../test/fixtures/spawner/build/Release/spawner.node');
 
 const PYLEAK_SLEEP_MS = 100;
 
-function quantile(sorted, q) {
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
-}
-
-function summarize(samples) {
-  const sorted = [...samples].sort((a, b) => a - b);
-  return { median: quantile(sorted, 0.5), p90: quantile(sorted, 0.9), n: sorted.length };
-}
 
 async function cleanScopes(count, sync) {
   const samples = [];
@@ -33,7 +26,7 @@ async function cleanScopes(count, sync) {
     else await scope.close();
     samples.push(performance.now() - start);
   }
-  return summarize(samples);
+  return summary(samples);
 }
 
 async function verdictLatency(rounds) {
@@ -49,7 +42,7 @@ async function verdictLatency(rounds) {
     await scope.close();
     samples.push(performance.now() - joinedAt);
   }
-  return summarize(samples);
+  return summary(samples);
 }
 
 // 3. What stack capture adds to a report: close() of a scope in which `leaked`
@@ -66,7 +59,7 @@ async function reportCost(leaked, captureStacks, rounds) {
     samples.push(performance.now() - start);
     spawner.stop(handle);
   }
-  return summarize(samples);
+  return summary(samples);
 }
 
 const fmt = (ms) => `${ms.toFixed(3)} ms`;

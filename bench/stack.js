@@ -25,6 +25,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { summary } from './lib/stats.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');
@@ -70,14 +71,6 @@ const gc = (() => {
   return runInNewContext('gc');
 })();
 
-function quantile(sorted, q) {
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
-}
-
-function summary(samples) {
-  const sorted = [...samples].sort((a, b) => a - b);
-  return { n: sorted.length, median: quantile(sorted, 0.5), p90: quantile(sorted, 0.9) };
-}
 
 /** Calls fn until budgetMs has passed, pushing each call's µs into samples. */
 function timeBlock(fn, budgetMs, samples) {

@@ -2,17 +2,14 @@
 // need a fresh process (the first use of the libuv threadpool).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 // The compiled fixture imports the built package, so this file does too.
 import { ResourceLeakError, ThreadLeakError } from 'threadleak';
-import { spawner } from './helpers.js';
+import { fixtureThreads } from './helpers.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const handles: number[] = [];
-afterEach(() => {
-  while (handles.length) spawner.stop(handles.pop()!);
-});
-const leakOne = () => void handles.push(spawner.start({ count: 1, name: 'tl-forms' }).handle);
+const fixture = fixtureThreads();
+const leakOne = () => void fixture.start({ count: 1, name: 'tl-forms' });
 const noop = () => {};
 
 describe('tsc-compiled decorators and using declarations', () => {

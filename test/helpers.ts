@@ -1,5 +1,6 @@
 // Shared test helpers: the native spawner fixture and bounded polling.
 import { createRequire } from 'node:module';
+import { afterEach } from 'vitest';
 
 export interface SpawnOptions {
   count?: number;
@@ -39,4 +40,31 @@ export async function waitUntil(check: () => boolean, timeoutMs = 2000): Promise
     if (Date.now() > deadline) return false;
     await new Promise((resolve) => setTimeout(resolve, 2));
   }
+}
+
+/**
+ * Fixture threads for one test file: everything started through `start` and
+ * not stopped by the test is stopped after each test.
+ */
+export function fixtureThreads() {
+  const handles = new Set<number>();
+  afterEach(() => {
+    for (const handle of handles) spawner.stop(handle);
+    handles.clear();
+  });
+  return {
+    start(options?: SpawnOptions) {
+      const started = spawner.start(options);
+      handles.add(started.handle);
+      return started;
+    },
+    stop(handle: number): boolean {
+      handles.delete(handle);
+      return spawner.stop(handle);
+    },
+    stopAll(): void {
+      for (const handle of handles) spawner.stop(handle);
+      handles.clear();
+    },
+  };
 }

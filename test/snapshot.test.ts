@@ -1,19 +1,11 @@
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { threads, type ThreadInfo } from '../src/index.js';
-import { spawner, waitUntil } from './helpers.js';
+import { fixtureThreads, spawner, waitUntil } from './helpers.js';
 
-const handles: number[] = [];
-afterEach(() => {
-  while (handles.length) spawner.stop(handles.pop()!);
-});
-
-function start(options: Parameters<typeof spawner.start>[0]) {
-  const started = spawner.start(options);
-  handles.push(started.handle);
-  return started;
-}
+const fixture = fixtureThreads();
+const start = fixture.start;
 
 const byId = (list: ThreadInfo[]) => new Map(list.map((t) => [t.id, t]));
 const STATES = ['running', 'sleeping', 'blocked', 'stopped', 'zombie', 'unknown'];
@@ -78,7 +70,7 @@ describe('threads()', () => {
       // Parked on a condition variable: sleeping (or briefly running while it parks).
       expect(['sleeping', 'running']).toContain(listed.get(tid)?.state);
     }
-    expect(spawner.stop(handles.splice(handles.indexOf(handle), 1)[0]!)).toBe(true);
+    expect(fixture.stop(handle)).toBe(true);
     // A joined thread can linger in /proc for a moment while the kernel reaps it.
     const gone = await waitUntil(() => {
       const now = byId(threads());
@@ -181,7 +173,7 @@ describe('threads()', () => {
     const { handle, tids } = start({ count: 200, name: 'fd-check' });
     threads();
     expect(cachedTids()).toEqual(expect.arrayContaining(tids));
-    spawner.stop(handles.splice(handles.indexOf(handle), 1)[0]!);
+    fixture.stop(handle);
     await waitUntil(() => !threads().some((t) => tids.includes(t.id)));
     const live = new Set(threads().map((t) => t.id));
     const cached = cachedTids();

@@ -2,10 +2,10 @@ import { spawn } from 'node:child_process';
 import { readdirSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { attributeStack, isSystemRuntimeModule } from '../src/attribution.js';
 import { threadStack, type NativeStack } from '../src/index.js';
-import { spawner, spawnerPath, waitUntil } from './helpers.js';
+import { fixtureThreads, spawner, spawnerPath, waitUntil } from './helpers.js';
 
 const SPAWNER = realpathSync(spawnerPath);
 const NODE = realpathSync(process.execPath);
@@ -14,16 +14,8 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 // this (procfs reads and symbolization on a loaded CI machine).
 const SLACK_MS = 2000;
 
-const handles: number[] = [];
-afterEach(() => {
-  while (handles.length) spawner.stop(handles.pop()!);
-});
-
-function start(options: Parameters<typeof spawner.start>[0]) {
-  const started = spawner.start(options);
-  handles.push(started.handle);
-  return started;
-}
+const fixture = fixtureThreads();
+const start = fixture.start;
 
 function timed(id: number, timeoutMs: number): { stack: NativeStack; elapsedMs: number } {
   const t0 = performance.now();
@@ -131,7 +123,7 @@ describe('threads that cannot answer the probe', () => {
 
   it('reports a thread that has exited', () => {
     const { handle, tids } = spawner.start({ count: 1 });
-    spawner.stop(handle);
+    fixture.stop(handle);
     // stop() joined it, so it is gone from /proc/self/task (tids are handed
     // out cyclically: not reused this soon).
     expect(threadStack(tids[0]!)).toEqual({ threadId: tids[0], frames: [], error: `thread ${tids[0]} is not a thread of this process` });
@@ -157,7 +149,7 @@ describe('threads keep running after a probe', () => {
       expect(after.interrupted).toBeLessThanOrEqual(50);
       expect(await waitUntil(() => spawner.stats(handle)!.ticks >= after.ticks + 10)).toBe(true);
     } finally {
-      expect(spawner.stop(handle)).toBe(true);
+      expect(fixture.stop(handle)).toBe(true);
     }
     expect(readdirSync('/proc/self/task')).not.toContain(String(tids[0]));
   });
@@ -174,7 +166,7 @@ describe('threads keep running after a probe', () => {
       expect(stack.frames.filter((f) => f.module?.endsWith('/threadleak.node'))).toEqual([]);
       expect(symbols(stack).indexOf('spawner_thread_body')).toBeGreaterThan(0);
     }
-    expect(spawner.stop(handle)).toBe(true);
+    expect(fixture.stop(handle)).toBe(true);
     expect(readdirSync('/proc/self/task')).not.toContain(String(tids[0]));
   });
 });

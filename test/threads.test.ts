@@ -10,25 +10,15 @@ import {
   type ThreadLeakOptions,
 } from '../src/index.js';
 import { realpathSync } from 'node:fs';
-import { spawner, spawnerPath, waitUntil } from './helpers.js';
+import { fixtureThreads, spawnerPath, waitUntil } from './helpers.js';
 
-const handles: number[] = [];
+const fixture = fixtureThreads();
+const startNative = fixture.start;
+const stopNative = fixture.stop;
 const workers: Worker[] = [];
 afterEach(async () => {
-  while (handles.length) spawner.stop(handles.pop()!);
   await Promise.all(workers.splice(0).map((w) => w.terminate()));
 });
-
-function startNative(options: Parameters<typeof spawner.start>[0] = {}) {
-  const started = spawner.start(options);
-  handles.push(started.handle);
-  return started;
-}
-
-function stopNative(handle: number) {
-  handles.splice(handles.indexOf(handle), 1);
-  spawner.stop(handle);
-}
 
 /** A Worker that stays alive until terminated (or for `ms`). */
 function startWorker(ms?: number) {
@@ -300,7 +290,7 @@ describe('noThreadLeaks: filters', () => {
       startNative({ count: 1, name: 'fg-worker' });
       const error = await leakErrorOf(scope.close());
       expect(error.leaks.map((t) => t.name)).toEqual(['bg-worker', 'bg-worker']);
-      while (handles.length) spawner.stop(handles.pop()!);
+      fixture.stopAll();
     }
   });
 

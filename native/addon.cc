@@ -4,6 +4,15 @@
 // cost of reading procfs: numbers go into one Float64Array and strings into
 // one '\0'-joined string that src/binding.ts splits. OS failures are returned
 // as an { error } object, never thrown, so that src/ formats every message.
+//
+// Quirk: a Worker can be terminated, or the process can exit, while a Worker
+// runs one of these functions. Every Node-API call fails from then on, and
+// node-addon-api turns the failure into a C++ exception that it then cannot
+// throw into JavaScript: by default it throws again from its catch handler,
+// which is std::terminate, an abort of the whole process. With
+// NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS it drops the error when the
+// environment is shutting down, which is all that can be done then.
+#define NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS
 #include <napi.h>
 
 #include <cmath>

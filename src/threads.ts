@@ -6,7 +6,7 @@ import {
   isOwnThread,
   noteSnapshot,
   prepareBaseline,
-  threadKeyOfWorker,
+  settleWorkerThreads,
   workerForThread,
 } from './runtime.js';
 import {
@@ -127,9 +127,13 @@ class ThreadLeakDetector implements LeakDetector<LeakedThread> {
 
   #enrich(thread: ThreadInfo, withStack: boolean): LeakedThread {
     const cached = this.#detail.get(thread.key);
-    // Names and states come from the newest snapshot; stack and origin from the first look.
-    if (cached && (cached.stack || !withStack)) return { ...cached, ...thread };
-    let leaked: LeakedThread = { ...thread, origin: originOf(thread) };
+    const origin = originOf(thread);
+    // Names and states come from the newest snapshot; the stack from the first look. The
+    // origin is looked up again: a Worker's OS thread may have been settled since.
+    if (cached && cached.origin.kind === 'native' && origin.kind === 'native' && (cached.stack || !withStack)) {
+      return { ...cached, ...thread };
+    }
+    let leaked: LeakedThread = { ...thread, origin };
     if (withStack && leaked.origin.kind === 'native') leaked = withNativeStack(leaked);
     this.#detail.set(thread.key, leaked);
     return leaked;
@@ -138,7 +142,9 @@ class ThreadLeakDetector implements LeakDetector<LeakedThread> {
   findLeaks(): LeakedThread[] {
     const options = this.#options;
     const leaks: LeakedThread[] = [];
-    for (const thread of threads()) {
+    const list = threads();
+    settleWorkerThreads(list);
+    for (const thread of list) {
       if (this.#baseline.has(thread.key) || thread.state === 'zombie' || isOwnThread(thread.key)) continue;
       if (options.excludeDaemon && isDaemon(thread)) continue;
       const leaked = this.#enrich(thread, options.filterNeedsDetail && options.captureStacks);

@@ -1,0 +1,77 @@
+// A native thread that starts in the instant between a Worker's OS thread and
+// threadleak's look at it (a library's thread started from the libuv pool, in
+// the field) must not be taken for the Worker's thread. The race is made
+// certain here: a 'worker_threads' subscriber registered before threadleak's
+// starts a fixture thread, so it is always the newest thread threadleak sees.
+import diagnosticsChannel from 'node:diagnostics_channel';
+import { realpathSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import { afterEach, expect, it } from 'vitest';
+import { fixtureThreads, spawnerPath } from './helpers.js';
+
+const fixture = fixtureThreads();
+let racerName: string | undefined;
+const racers: number[] = [];
+diagnosticsChannel.subscribe('worker_threads', () => {
+  if (racerName !== undefined) racers.push(...fixture.start({ name: racerName }).tids);
+});
+// Imported only now, so that threadleak's subscriber runs after the one above.
+const { noThreadLeaks, threads, ThreadLeakError } = await import('../src/index.js');
+
+const workers: Worker[] = [];
+afterEach(async () => {
+  racerName = undefined;
+  racers.length = 0;
+  await Promise.all(workers.splice(0).map((w) => w.terminate()));
+});
+
+async function leaksOf(scope: ReturnType<typeof noThreadLeaks>) {
+  try {
+    await scope.close();
+  } catch (error) {
+    expect(error).toBeInstanceOf(ThreadLeakError);
+    return (error as InstanceType<typeof ThreadLeakError>).leaks;
+  }
+  throw new Error('expected a ThreadLeakError');
+}
+
+const creatorName = () => threads().find((t) => t.id === process.pid)!.name;
+
+for (const [what, name] of [
+  ['a thread that named itself', () => 'racer'],
+  ['a thread with the same name as the Worker thread at birth', creatorName],
+] as const) {
+  it(`maps a Worker to its own OS thread, not to ${what} started just after it`, async () => {
+    const scope = noThreadLeaks({ action: 'raise', gracePeriodMs: 20 });
+    racerName = name();
+    const worker = new Worker('setInterval(() => {}, 1000)', { eval: true });
+    workers.push(worker);
+    racerName = undefined;
+    expect(racers).toHaveLength(1);
+    const leaks = await leaksOf(scope);
+    const racer = leaks.find((t) => t.id === racers[0]);
+    expect(racer?.origin).toEqual({ kind: 'native', module: realpathSync(spawnerPath), startRoutine: 'spawner_thread_main' });
+    const mapped = leaks.filter((t) => t.origin.kind === 'worker');
+    expect(mapped).toHaveLength(1);
+    expect(mapped[0]!.origin.kind === 'worker' && mapped[0]!.origin.worker).toBe(worker);
+    expect(mapped[0]!.id).not.toBe(racers[0]);
+  });
+}
+
+it("'cancel' stops the Worker and waits for its own thread, not the native thread started just after it", async () => {
+  const messages: string[] = [];
+  const scope = noThreadLeaks({ action: 'cancel', gracePeriodMs: 20, logger: { warn: (m) => void messages.push(m) } });
+  racerName = creatorName();
+  const worker = new Worker('setInterval(() => {}, 1000)', { eval: true });
+  workers.push(worker);
+  racerName = undefined;
+  const exited = new Promise((resolve) => worker.once('exit', resolve));
+  const started = performance.now();
+  await scope.close();
+  await exited;
+  // The native thread cannot be stopped: it alone is logged, and the wait for the Worker's thread was short.
+  expect(messages).toHaveLength(1);
+  expect(messages[0]).toMatch(/^Cannot force-stop 1 leaked thread/);
+  expect(messages[0]).toContain(`thread ${racers[0]} `);
+  expect(performance.now() - started).toBeLessThan(1500);
+});

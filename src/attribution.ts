@@ -15,6 +15,14 @@
 //
 // A compiler may turn an entry function's last call into a jump (a tail
 // call); the entry then has no frame and the function it called is named.
+//
+// The start routine is only named when the frames reach the thread's entry:
+// when the outermost frame is C runtime code (libc's start_thread/clone, a
+// CRT entry). An unwinder can stop early -- at code whose unwind tables are
+// wrong or missing, as in the libvips that sharp ships, whose idle threads
+// unwind only to g_cond_wait_until -- and the outermost frame it reached is
+// then just the deepest known one, not the function the thread was started
+// with. The module is still given: it is the code the thread was seen in.
 
 /** The fields of a frame that attribution reads. */
 export interface AttributableFrame {
@@ -97,9 +105,24 @@ function isRuntimeCode(symbol: string | undefined): boolean {
 /**
  * The creator of a thread from its frames (innermost first, as NativeStack
  * holds them): the module and start routine of the first frame, from the
- * outermost inwards, outside the system C/C++ runtimes.
+ * outermost inwards, outside the system C/C++ runtimes. No start routine when
+ * the frames stop short of the thread's entry.
  */
 export function attributeStack(frames: readonly AttributableFrame[]): Attribution {
+  const attribution = creatorFrame(frames);
+  if (attribution.startRoutine !== undefined && !reachesEntry(frames)) delete attribution.startRoutine;
+  return attribution;
+}
+
+/** True when the outermost frame is the C runtime code every thread starts in. */
+function reachesEntry(frames: readonly AttributableFrame[]): boolean {
+  const outermost = frames[frames.length - 1];
+  if (outermost === undefined) return false;
+  return (outermost.module !== undefined && isSystemRuntimeModule(outermost.module)) ||
+    (outermost.symbol !== undefined && CRT_ENTRY_SYMBOLS.has(outermost.symbol));
+}
+
+function creatorFrame(frames: readonly AttributableFrame[]): Attribution {
   let fallback: AttributableFrame | undefined;
   for (let i = frames.length - 1; i >= 0; i--) {
     const frame = frames[i]!;

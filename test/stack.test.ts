@@ -334,6 +334,22 @@ describe('attributeStack()', () => {
     expect(attributeStack([])).toEqual({});
   });
 
+  it('names no start routine when the frames stop short of the thread entry', () => {
+    // sharp's libvips: the unwinder stops at g_cond_wait_until (its unwind tables end there).
+    const libvips = '/app/node_modules/@img/sharp-libvips-linux-x64/lib/libvips-cpp.so.8.18.7';
+    expect(attributeStack([frame('/usr/lib/libc.so.6', 'syscall'), frame(libvips, 'g_cond_wait_until')])).toEqual({
+      module: libvips,
+    });
+    // Stopped in unknown memory (JIT code, a bad return address): no entry either.
+    expect(attributeStack([frame('/x/a.node', 'Pool::Wait()'), frame(undefined)])).toEqual({ module: '/x/a.node' });
+    // Reaching libc (start_thread, clone3) or a CRT entry is reaching the entry.
+    expect(attributeStack([frame('/x/a.node', 'Pool::Run()'), frame(undefined), frame('/usr/lib/libc.so.6')])).toEqual({
+      module: '/x/a.node',
+      startRoutine: 'Pool::Run()',
+    });
+    expect(attributeStack([frame('/usr/bin/node', 'main'), frame('/usr/bin/node', '_start')]).startRoutine).toBe('main');
+  });
+
   it('knows the runtimes of Linux, Windows and macOS by file name', () => {
     for (const m of [
       '/usr/lib/x86_64-linux-gnu/libc.so.6',

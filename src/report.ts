@@ -80,13 +80,30 @@ function describeCreator(thread: ThreadForReport): string {
   return 'native, creator unknown';
 }
 
+const isDependencyFrame = (line: string): boolean => /[\\/]node_modules[\\/]/.test(line);
+
+/**
+ * The top frames of a Worker's creation stack. When all of them are inside
+ * dependencies (a pool such as piscina creates its Workers several calls deep),
+ * the first frame of the caller's own code follows, so the report says where
+ * the pool was started.
+ */
+function creationFrames(creationStack: string): string[] {
+  const all = creationStack.split('\n').filter(Boolean);
+  const top = all.slice(0, CREATION_FRAMES);
+  if (!top.every(isDependencyFrame)) return top;
+  const own = all.findIndex((line) => !isDependencyFrame(line));
+  if (own < 0) return top;
+  return own === CREATION_FRAMES ? [...top, all[own]!] : [...top, '...', all[own]!];
+}
+
 function formatThreadEntry(thread: ThreadForReport, now: number): string {
   const age = thread.startTime === undefined ? '' : `, age ${formatDuration(Math.max(0, now - thread.startTime))}`;
   const lines = [
     `  - thread ${thread.id} ${JSON.stringify(thread.name)} (${thread.state}${age}; ${describeCreator(thread)})`,
   ];
   if (thread.origin.kind === 'worker') {
-    const stack = thread.origin.creationStack.split('\n').filter(Boolean).slice(0, CREATION_FRAMES);
+    const stack = creationFrames(thread.origin.creationStack);
     lines.push(stack.length ? '      created at:' : '      created at: (no JavaScript stack)');
     for (const line of stack) lines.push(`        ${line}`);
   }

@@ -19,6 +19,17 @@
 //    of the cost per thread. An fd pins its thread: once that thread exits,
 //    pread fails with ESRCH and never reads a newer thread that reused the
 //    tid, so such an fd is closed and the tid opened afresh.
+//  - The cached fd numbers are the process's: a library with a double close()
+//    may close one, and its next open() then gets that number. So a cached fd
+//    is trusted only while it reads "<tid> (" (a stat line of that thread); an
+//    fd that reads anything else, or fails other than with ESRCH, is dropped
+//    from the cache without close() unless it is still on procfs: it may be
+//    someone else's file now.
+//  - The cache must not starve the process of fds: it holds at most an eighth
+//    of the soft limit (4096 at most), and nothing at all while the process
+//    uses half of its limit or more (an fd number is the lowest free one, so
+//    an open returning n means the n fds below it are in use: checked on the
+//    task directory's fd at each call and on each new stat fd) or after EMFILE.
 //  - starttime is in clock ticks (10 ms here) since boot, so start times are
 //    exact to a tick and (tid, starttime) is an exact identity.
 #include "threads.h"
@@ -30,6 +41,7 @@
 #include <sys/types.h>
 #include <time.h>
 #include <sys/resource.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -180,11 +192,39 @@ StatFdCache& Cache() {
   return *cache;
 }
 
-// At most a quarter of the soft fd limit, and never more than 4096 fds.
-size_t CacheLimit() {
+// How many fds the cache may hold, and the fd number from which it holds
+// none (see the header comment). `off` once the process ran out of fds or
+// came close during this walk.
+struct CacheBudget {
+  size_t limit = 0;
+  long high_water = 0;
+  bool off = false;
+};
+
+CacheBudget Budget() {
+  CacheBudget budget;
   struct rlimit limit;
-  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return 4096;
-  return static_cast<size_t>(limit.rlim_cur / 4 < 4096 ? limit.rlim_cur / 4 : 4096);
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) {
+    budget.limit = 4096;
+    budget.high_water = 1L << 30;
+  } else {
+    budget.limit = static_cast<size_t>(limit.rlim_cur / 8 < 4096 ? limit.rlim_cur / 8 : 4096);
+    budget.high_water = static_cast<long>(limit.rlim_cur / 2);
+  }
+  return budget;
+}
+
+// True when `line` is the stat line of thread `tid`: "<tid> (...".
+bool IsStatOf(const char* line, uint64_t tid) {
+  char* end = nullptr;
+  return strtoull(line, &end, 10) == tid && end != line && end[0] == ' ' && end[1] == '(';
+}
+
+constexpr long kProcSuperMagic = 0x9fa0;  // statfs f_type of procfs
+
+bool OnProcfs(int fd) {
+  struct statfs fs;
+  return fstatfs(fd, &fs) == 0 && static_cast<long>(fs.f_type) == kProcSuperMagic;
 }
 
 ssize_t PreadOnce(int fd, char* buf, size_t cap) {
@@ -204,35 +244,44 @@ void CloseAll(std::unordered_map<uint64_t, int>* fds) {
 // `next` receives the fds to keep. Returns bytes read, or -1 with errno set.
 ssize_t ReadCached(int dirfd, const char* rel, uint64_t tid, char* buf, size_t cap,
                    std::unordered_map<uint64_t, int>* previous, std::unordered_map<uint64_t, int>* next,
-                   size_t limit) {
+                   CacheBudget* budget) {
   auto it = previous->find(tid);
   if (it != previous->end()) {
     const int fd = it->second;
     previous->erase(it);
     const ssize_t n = PreadOnce(fd, buf, cap);
-    if (n > 0) {
+    if (n > 0 && IsStatOf(buf, tid)) {
       next->emplace(tid, fd);
       return n;
     }
-    close(fd);  // that thread exited; a thread listed under its tid now is a new one
+    // ESRCH: that thread exited; a thread listed under its tid now is a new
+    // one. Anything else: the number may be someone else's file now.
+    if ((n < 0 && errno == ESRCH) || (n <= 0 && OnProcfs(fd))) close(fd);
   }
-  if (next->size() >= limit) return ReadOnce(dirfd, rel, buf, cap);
+  if (budget->off || next->size() >= budget->limit) return ReadOnce(dirfd, rel, buf, cap);
   const int fd = openat(dirfd, rel, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     if (errno != EMFILE && errno != ENFILE) return -1;
     // Out of descriptors: give back every cached one, then read uncached.
+    budget->off = true;
     CloseAll(previous);
     CloseAll(next);
     return ReadOnce(dirfd, rel, buf, cap);
   }
   const ssize_t n = PreadOnce(fd, buf, cap);
-  if (n > 0) {
+  const int saved = errno;
+  if (n > 0 && fd < budget->high_water) {
     next->emplace(tid, fd);
-  } else {
-    const int saved = errno;
-    close(fd);
-    errno = saved;
+    return n;
   }
+  close(fd);
+  if (fd >= budget->high_water) {
+    // The process uses half of its fds or more: keep none of them.
+    budget->off = true;
+    CloseAll(previous);
+    CloseAll(next);
+  }
+  errno = saved;
   return n;
 }
 
@@ -262,11 +311,16 @@ bool ListThreads(int64_t pid, std::vector<ThreadRecord>* out, OsError* error) {
   const bool cached = pid == 0;
   std::unique_lock<std::mutex> cache_lock;
   std::unordered_map<uint64_t, int> previous, next;
-  const size_t limit = cached ? CacheLimit() : 0;
+  CacheBudget budget = cached ? Budget() : CacheBudget();
   if (cached) {
     cache_lock = std::unique_lock<std::mutex>(Cache().mutex);
     previous.swap(Cache().fds);
     next.reserve(previous.size() + 16);
+    // dirfd got the lowest free number: every fd below it is in use.
+    if (dirfd >= budget.high_water) {
+      budget.off = true;
+      CloseAll(&previous);
+    }
   }
   struct Finish {  // on every return: close the fds of threads that are gone, keep the rest
     bool cached;
@@ -297,7 +351,7 @@ bool ListThreads(int64_t pid, std::vector<ThreadRecord>* out, OsError* error) {
       if (name[0] < '0' || name[0] > '9') continue;  // ".", ".."
       const uint64_t tid = strtoull(name, nullptr, 10);
       snprintf(rel, sizeof rel, "%s/stat", name);
-      const ssize_t n = cached ? ReadCached(dirfd, rel, tid, stat, sizeof stat, &previous, &next, limit)
+      const ssize_t n = cached ? ReadCached(dirfd, rel, tid, stat, sizeof stat, &previous, &next, &budget)
                                : ReadOnce(dirfd, rel, stat, sizeof stat);
       if (n <= 0) {
         // ENOENT / ESRCH / empty read: the thread exited mid-walk. Skip it.

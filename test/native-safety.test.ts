@@ -2,9 +2,13 @@
 // resource would look like from the host's side. Each scenario that could
 // kill or hang a process runs in a child process of its own, with a timeout.
 import { spawnSync } from 'node:child_process';
+import { closeSync, fstatSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { spawnerPath } from './helpers.js';
+import { threads } from '../src/index.js';
+import { spawner, spawnerPath } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -47,7 +51,7 @@ describe('Workers that are inside the addon when they are stopped', () => {
       const child = runChild(`${loop(call)}
         const { tids } = SPAWNER.start({ count: 1 });
         (async () => {
-          for (let i = 0; i < 25; i++) {
+          for (let i = 0; i < 12; i++) {
             const w = new Worker(body, { eval: true, workerData: { root: ROOT, tid: tids[0] } });
             await new Promise((resolve) => w.once('message', resolve));
             await new Promise((resolve) => setTimeout(resolve, Math.random() * 10));
@@ -63,7 +67,7 @@ describe('Workers that are inside the addon when they are stopped', () => {
   }
 
   it('process.exit() while Workers capture stacks and list threads never crashes the process', () => {
-    for (let run = 0; run < 8; run++) {
+    for (let run = 0; run < 5; run++) {
       const child = runChild(`${loop('addon.listThreads(0); addon.captureStack(self, 100); addon.captureStack(workerData.tid, 100);')}
         const { tids } = SPAWNER.start({ count: 1 });
         let ready = 0;
@@ -75,5 +79,95 @@ describe('Workers that are inside the addon when they are stopped', () => {
       `);
       expect({ run, stderr: child.stderr, status: child.status, signal: child.signal }).toEqual({ run, stderr: '', status: 0, signal: null });
     }
+  });
+});
+
+describe("threads()' cache of descriptors", () => {
+  // threads() keeps an fd open on each live thread's stat between calls. The
+  // fd numbers are the process's: a library with a double close() can close
+  // one of them, and the number is then reused for the library's next file.
+  const cachedFd = (tid: number): number | undefined => {
+    for (const fd of readdirSync('/proc/self/fd')) {
+      try {
+        if (readlinkSync(`/proc/self/fd/${fd}`).endsWith(`/task/${tid}/stat`)) return Number(fd);
+      } catch {
+        // the fd of readdirSync itself, closed by now
+      }
+    }
+    return undefined;
+  };
+  /** Opens `path` until the number `fd` comes back (the lowest free one); closes the others. */
+  const openAs = (fd: number, path: string): boolean => {
+    const others: number[] = [];
+    try {
+      for (let i = 0; i < 64; i++) {
+        const got = openSync(path, 'r');
+        if (got === fd) return true;
+        others.push(got);
+      }
+      return false;
+    } finally {
+      for (const other of others) closeSync(other);
+    }
+  };
+
+  for (const [what, content] of [
+    ['an empty file', ''],
+    ['a file with other content', '12345 (not a stat line) S 1 2 3\n'],
+  ] as const) {
+    it(`never closes, nor reads as a thread, a descriptor that was closed by someone else and reused for ${what}`, () => {
+      const dir = mkdtempSync(join(tmpdir(), 'threadleak-fd-'));
+      const { handle, tids } = spawner.start({ count: 1 });
+      try {
+        const path = join(dir, 'file');
+        writeFileSync(path, content);
+        expect(threads().map((t) => t.id)).toContain(tids[0]);
+        const fd = cachedFd(tids[0]!);
+        expect(fd).toBeDefined();
+        closeSync(fd!); // someone else's stray close
+        expect(openAs(fd!, path)).toBe(true); // and their next file gets the number
+        try {
+          for (let i = 0; i < 3; i++) expect(threads().map((t) => t.id)).toContain(tids[0]);
+          expect(fstatSync(fd!).isFile()).toBe(true); // still open, still theirs
+          expect(readFileSync(fd!, 'utf8')).toBe(content);
+        } finally {
+          closeSync(fd!);
+        }
+      } finally {
+        spawner.stop(handle);
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
+
+  it('keeps no descriptors while the process uses more than half of its limit', () => {
+    const child = spawnSync(
+      'bash',
+      ['-c', `ulimit -n 512 && exec "$0" -e "$1"`, process.execPath, `
+        const { createRequire } = require('node:module');
+        const ROOT = ${JSON.stringify(ROOT)};
+        const ADDON = createRequire(ROOT + '/package.json')('node-gyp-build')(ROOT);
+        const SPAWNER = require(${JSON.stringify(spawnerPath)});
+        const fs = require('node:fs');
+        const statFds = () => fs.readdirSync('/proc/self/fd').filter((fd) => {
+          try { return /\\/task\\/\\d+\\/stat$/.test(fs.readlinkSync('/proc/self/fd/' + fd)); } catch { return false; }
+        }).length;
+        const { handle } = SPAWNER.start({ count: 40 });
+        ADDON.listThreads(0);
+        const light = statFds();
+        const held = [];
+        for (let i = 0; i < 300; i++) held.push(fs.openSync('/dev/null', 'r'));
+        ADDON.listThreads(0);
+        const heavy = statFds();
+        for (const fd of held) fs.closeSync(fd);
+        SPAWNER.stop(handle);
+        console.log(JSON.stringify({ light, heavy }));
+      `],
+      { encoding: 'utf8', timeout: 30_000 },
+    );
+    expect({ stderr: child.stderr, status: child.status }).toEqual({ stderr: '', status: 0 });
+    const { light, heavy } = JSON.parse(child.stdout) as { light: number; heavy: number };
+    expect(light).toBeGreaterThanOrEqual(40); // a process with fds to spare caches them
+    expect(heavy).toBe(0);
   });
 });

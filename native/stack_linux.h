@@ -1,8 +1,10 @@
 // stack_linux.h — internals shared by the parts of the Linux stack backend:
-// stack_linux.cc (the signal probe and the capture sequence),
-// stack_signal_linux.cc (choosing and installing the probe signal) and
-// stack_procfs_linux.cc (what the kernel shows about a thread, the stack scan
-// and symbolization). Not part of the backend interface (see stack.h).
+// stack_linux.cc (the capture sequence and the checks before a probe),
+// stack_probe_linux.cc (the signal handler and one probe),
+// stack_signal_linux.cc (choosing and installing the probe signal),
+// stack_procfs_linux.cc (what the kernel shows about a thread, memory reads
+// that cannot fault, the stack scan) and stack_symbols_linux.cc
+// (symbolization). Not part of the backend interface (see stack.h).
 #pragma once
 
 #include <signal.h>
@@ -10,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -20,6 +23,12 @@ namespace linux_stack {
 
 // How far above SP a stack is scanned (and copied, in copy mode).
 constexpr size_t kScanBytes = 64 * 1024;
+
+// The stack the probe's handler needs below the kernel's signal frame: the
+// handler itself with its copy of the stack (measured: under 1 KB), and the
+// unwinder when it unwinds in the handler (about 1.2 KB more, measured).
+constexpr size_t kHandlerBytes = 2048;
+constexpr size_t kUnwindBytes = 4096;
 
 // A frame before symbolization.
 struct RawFrame {
@@ -51,10 +60,17 @@ int ReadThreadStatus(pid_t tid, ThreadStatus* status);
 // True while /proc/self/task/TID exists.
 bool ThreadExists(pid_t tid);
 
-// SP and PC of a thread that is blocked (in a system call or not) from
-// /proc/self/task/TID/syscall.
+int64_t NowNs();  // CLOCK_MONOTONIC
+
+// What /proc/self/task/TID/syscall shows of a thread that is off CPU: the
+// system call it is blocked in (-1 when blocked outside one), SP and PC.
+struct KernelView {
+  long syscall = -1;
+  uintptr_t sp = 0;
+  uintptr_t pc = 0;
+};
 enum class KernelRegisters { kKnown, kRunning, kUnavailable };
-KernelRegisters ReadKernelRegisters(pid_t tid, uintptr_t* sp, uintptr_t* pc);
+KernelRegisters ReadKernelRegisters(pid_t tid, KernelView* view);
 
 // Parses /proc/self/maps (sorted by address, as the kernel prints it).
 bool ReadMaps(std::vector<Mapping>* maps);
@@ -64,6 +80,11 @@ bool ReadMaps(std::vector<Mapping>* maps);
 // instead of faulting. Returns the number of bytes copied from the start.
 // Async-signal-safe: one system call, no allocation, errno preserved.
 size_t CopyOwnMemory(uintptr_t address, void* buffer, size_t length);
+
+// How many bytes just below `address` are readable, counting whole pages
+// downwards and stopping at the first that is not (a guard page, a hole), at
+// most `limit`. Async-signal-safe, like CopyOwnMemory.
+size_t ReadableBelow(uintptr_t address, size_t limit);
 
 // Appends to `out` the words of the stack above `sp` that look like return
 // addresses (they point just after a call instruction in an executable
@@ -91,6 +112,23 @@ bool ProbeSignalIsOurs(int sig, SignalHandler handler);
 // Passes a signal that is not a live probe to the action installed before
 // threadleak's, unless that was SIG_DFL or SIG_IGN. Async-signal-safe.
 void ChainToPrevious(int sig, siginfo_t* info, void* context);
+
+// The probe (stack_probe_linux.cc). Probes are serialized by ProbeMutex();
+// everything below it but UnwindHere must be called with it held.
+std::timed_mutex& ProbeMutex();
+// The probe signal, installing it on the first call; 0 with *problem set when
+// there is none (none free, turned off, or taken over since).
+int ProbeSignal(std::string* problem);
+// True when `tid` answered one of the latest probes (it may still be returning
+// from the handler); Forget... once it is known to block the signal for good.
+bool AnsweredRecently(pid_t tid);
+void ForgetAnswered(pid_t tid);
+// Probes `tid` until `deadline` (CLOCK_MONOTONIC ns); on success appends its
+// frames. Otherwise sets result->error (and detail). With `check_room` the
+// handler unwinds only when kUnwindBytes of stack are left below it.
+bool Probe(pid_t tid, bool check_room, int64_t deadline, std::vector<RawFrame>* raw, StackResult* result);
+// Unwinds the calling thread.
+void UnwindHere(std::vector<RawFrame>* raw);
 
 // Turns raw frames into StackFrames: dladdr for symbols (outside any signal
 // handler: it takes the loader lock), /proc/self/maps for absolute module paths.

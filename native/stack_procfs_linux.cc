@@ -1,5 +1,6 @@
 // stack_procfs_linux.cc — what the kernel shows about a thread of this
-// process, the return-address scan, and symbolization.
+// process, reads of our own memory that cannot fault, and the return-address
+// scan.
 //
 // Strategy: a thread that cannot run the probe's signal handler (it blocks
 // the signal, is stopped, or did not answer) is still visible to the kernel:
@@ -11,16 +12,16 @@
 // mapping are reported as scanned frames: a heuristic (stale words left by
 // earlier calls also match), but a good one for attribution.
 //
-// Symbolization happens outside any signal handler: dladdr takes the loader
-// lock. Module paths come from /proc/self/maps (absolute, symlinks resolved
-// by the kernel) because dladdr's file name is whatever dlopen was given,
-// possibly relative, and only the bare name for the executable. Results are
-// cached per address and dropped whenever a shared object is loaded or
-// unloaded (dl_iterate_phdr's dlpi_adds/dlpi_subs counters).
-#include <dlfcn.h>
+// Quirks handled here:
+//  - /proc/self/task/TID/syscall shows registers only while the thread is off
+//    CPU (the kernel waits for it to be), and "running" otherwise.
+//  - process_vm_readv stops at the first iovec it cannot read, so one iovec
+//    per page turns its count into "how much of this range is mapped and
+//    readable" without a fault. Guard pages (PROT_NONE) are not readable; a
+//    main-thread stack's not-yet-grown part below its mapping is not either
+//    (the callers know the main thread's stack grows on demand).
 #include <errno.h>
 #include <fcntl.h>
-#include <link.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -31,9 +32,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <cxxabi.h>
-#include <mutex>
-#include <unordered_map>
 
 #include "stack_linux.h"
 
@@ -117,60 +115,6 @@ bool FollowsCall(uintptr_t address, const Mapping& m) {
 #endif
 }
 
-// dladdr results, cached per looked-up address; see the header comment.
-struct Symbol {
-  std::string symbol;
-  std::string module;
-  uintptr_t base = 0;  // symbol start, or module base when no symbol; 0: none
-};
-std::mutex g_symbol_mutex;
-std::unordered_map<uintptr_t, Symbol> g_symbols;
-unsigned long long g_loads = ~0ull, g_unloads = ~0ull;
-std::vector<Mapping> g_symbol_maps;  // read on a cache miss, reused until the next load or unload
-bool g_symbol_maps_fresh = false;
-
-int LoaderCounters(struct dl_phdr_info* info, size_t size, void* data) {
-  auto* counters = static_cast<unsigned long long*>(data);
-  if (size >= offsetof(struct dl_phdr_info, dlpi_subs) + sizeof info->dlpi_subs) {
-    counters[0] = info->dlpi_adds;
-    counters[1] = info->dlpi_subs;
-  }
-  return 1;  // the counters are the same in every entry: stop after the first
-}
-
-std::string Demangle(const char* name) {
-  if (name[0] != '_' || name[1] != 'Z') return name;
-  int status = 0;
-  char* out = abi::__cxa_demangle(name, nullptr, nullptr, &status);
-  if (status != 0 || out == nullptr) return name;
-  std::string result(out);
-  free(out);
-  return result;
-}
-
-// Addresses outside every loaded object (JIT code, anonymous memory) get no
-// module: maps may be older than such mappings, which come and go freely,
-// while a loaded object's mappings stay put until it is unloaded.
-Symbol LookUp(uintptr_t address) {
-  Symbol s;
-  Dl_info info{};
-  if (dladdr(reinterpret_cast<void*>(address), &info) == 0 || info.dli_fbase == nullptr) return s;
-  s.base = reinterpret_cast<uintptr_t>(info.dli_fbase);
-  if (info.dli_sname != nullptr && info.dli_saddr != nullptr) {
-    s.symbol = Demangle(info.dli_sname);
-    s.base = reinterpret_cast<uintptr_t>(info.dli_saddr);
-  }
-  if (!g_symbol_maps_fresh) g_symbol_maps_fresh = ReadMaps(&g_symbol_maps);
-  const Mapping* m = FindMapping(g_symbol_maps, address);
-  if (m != nullptr && !m->path.empty() && m->path[0] == '/') {
-    s.module = m->path;
-  } else if (info.dli_fname != nullptr && info.dli_fname[0] != '\0') {
-    char resolved[PATH_MAX];
-    if (realpath(info.dli_fname, resolved) != nullptr) s.module = resolved;
-  }
-  return s;
-}
-
 }  // namespace
 
 int ReadThreadStatus(pid_t tid, ThreadStatus* status) {
@@ -195,7 +139,13 @@ bool ThreadExists(pid_t tid) {
   return access(path, F_OK) == 0;
 }
 
-KernelRegisters ReadKernelRegisters(pid_t tid, uintptr_t* sp, uintptr_t* pc) {
+int64_t NowNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+KernelRegisters ReadKernelRegisters(pid_t tid, KernelView* view) {
   // "running", or "NR ARG1..ARG6 SP PC" in a system call, or "-1 SP PC" when
   // blocked outside one. The kernel waits until the thread is off CPU to read
   // them, and prints "running" if it runs again meanwhile.
@@ -209,9 +159,10 @@ KernelRegisters ReadKernelRegisters(pid_t tid, uintptr_t* sp, uintptr_t* pc) {
     tokens[count++] = t;
   }
   if (count != 3 && count != 9) return KernelRegisters::kUnavailable;
-  *sp = strtoull(tokens[count - 2], nullptr, 16);
-  *pc = strtoull(tokens[count - 1], nullptr, 16);
-  return *sp != 0 ? KernelRegisters::kKnown : KernelRegisters::kUnavailable;
+  view->syscall = strtol(tokens[0], nullptr, 10);
+  view->sp = strtoull(tokens[count - 2], nullptr, 16);
+  view->pc = strtoull(tokens[count - 1], nullptr, 16);
+  return view->sp != 0 ? KernelRegisters::kKnown : KernelRegisters::kUnavailable;
 }
 
 bool ReadMaps(std::vector<Mapping>* maps) {
@@ -283,6 +234,34 @@ size_t CopyOwnMemory(uintptr_t address, void* buffer, size_t length) {
   return done;
 }
 
+size_t ReadableBelow(uintptr_t address, size_t limit) {
+  // One byte of each page of [address - limit, address), from the highest
+  // page down: the count read is the number of readable pages below address.
+  if (limit == 0 || address <= limit) return 0;
+  const int saved = errno;
+  const uintptr_t bottom = (address - limit) & ~(kPage - 1);
+  uintptr_t page = (address - 1) & ~(kPage - 1);
+  size_t readable = 0;
+  for (;;) {
+    char sink[16];
+    struct iovec local, remote[16];
+    int count = 0;
+    for (; count < 16 && page >= bottom + count * kPage; count++) {
+      remote[count].iov_base = reinterpret_cast<void*>(page - count * kPage);
+      remote[count].iov_len = 1;
+    }
+    local.iov_base = sink;
+    local.iov_len = static_cast<size_t>(count);
+    const long n = syscall(SYS_process_vm_readv, static_cast<long>(getpid()), &local, 1L, remote,
+                           static_cast<long>(count), 0L);
+    if (n > 0) readable = address - reinterpret_cast<uintptr_t>(remote[n - 1].iov_base);
+    if (n < count || page < bottom + count * kPage) break;
+    page -= count * kPage;
+  }
+  errno = saved;
+  return std::min(readable, limit);
+}
+
 void ScanStack(uintptr_t sp, const unsigned char* copy, size_t copy_length,
                const std::vector<Mapping>& maps, std::vector<RawFrame>* out) {
   constexpr size_t kWord = sizeof(uintptr_t);
@@ -321,56 +300,24 @@ void ScanStack(uintptr_t sp, const unsigned char* copy, size_t copy_length,
 }
 
 bool AppendKernelView(pid_t tid, int64_t retry_until_ns, std::vector<RawFrame>* out) {
-  uintptr_t sp = 0, pc = 0;
+  KernelView view;
   for (;;) {
-    const KernelRegisters got = ReadKernelRegisters(tid, &sp, &pc);
+    const KernelRegisters got = ReadKernelRegisters(tid, &view);
     if (got == KernelRegisters::kKnown) break;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    const int64_t left = retry_until_ns - (static_cast<int64_t>(now.tv_sec) * 1000000000 + now.tv_nsec);
+    const int64_t left = retry_until_ns - NowNs();
     if (got == KernelRegisters::kUnavailable || left <= 0) return false;
     struct timespec pause = {0, left < 200000 ? static_cast<long>(left) : 200000L};
     nanosleep(&pause, nullptr);
   }
-  if (pc != 0) {
+  if (view.pc != 0) {
     RawFrame f;
-    f.address = pc;
+    f.address = view.pc;
     f.exact = true;
     out->push_back(f);
   }
   std::vector<Mapping> maps;
-  if (ReadMaps(&maps)) ScanStack(sp, nullptr, 0, maps, out);
+  if (ReadMaps(&maps)) ScanStack(view.sp, nullptr, 0, maps, out);
   return true;
-}
-
-void Symbolize(const std::vector<RawFrame>& raw, std::vector<StackFrame>* out) {
-  std::lock_guard<std::mutex> lock(g_symbol_mutex);
-  unsigned long long counters[2] = {0, 0};
-  dl_iterate_phdr(LoaderCounters, counters);
-  if (counters[0] != g_loads || counters[1] != g_unloads || g_symbols.size() > 16384) {
-    g_symbols.clear();
-    g_symbol_maps_fresh = false;
-    g_loads = counters[0];
-    g_unloads = counters[1];
-  }
-  for (const RawFrame& r : raw) {
-    // A return address points after the call, possibly past the end of the
-    // calling function (a noreturn call): look up the call itself.
-    uintptr_t lookup = r.exact || r.address == 0 ? r.address : r.address - 1;
-    auto it = g_symbols.find(lookup);
-    if (it == g_symbols.end()) it = g_symbols.emplace(lookup, LookUp(lookup)).first;
-    const Symbol& s = it->second;
-    StackFrame f;
-    f.address = r.address;
-    f.scanned = r.scanned;
-    f.symbol = s.symbol;
-    f.module = s.module;
-    if (s.base != 0 && r.address >= s.base) {
-      f.has_offset = true;
-      f.offset = r.address - s.base;
-    }
-    out->push_back(std::move(f));
-  }
 }
 
 }  // namespace linux_stack

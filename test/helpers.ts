@@ -14,6 +14,14 @@ export interface SpawnOptions {
   kind?: 'pthread' | 'std';
   /** Sleep in nanosleep(sleepMs) in a loop instead of parking; see stats(). */
   sleepMs?: number;
+  /** The threads' stack size (pthreads only). */
+  stackKb?: number;
+  /** Park with only about this much stack left below (pthreads only). */
+  headroomKb?: number;
+  /** Busy-loop instead of parking (state R, no system call). */
+  spin?: boolean;
+  /** Block every signal and take them with sigtimedwait in a loop; see stats().signals. */
+  sigwait?: boolean;
 }
 
 export interface Spawner {
@@ -21,8 +29,10 @@ export interface Spawner {
   stop(handle: number): boolean;
   churnStart(width?: number): void;
   churnStop(): number;
-  /** Wake-ups and EINTR-interrupted sleeps of a `sleepMs` group; null for an unknown handle. */
-  stats(handle: number): { ticks: number; interrupted: number } | null;
+  /** Wake-ups and EINTR-interrupted sleeps of a `sleepMs` group, signals taken by a `sigwait` group; null for an unknown handle. */
+  stats(handle: number): { ticks: number; interrupted: number; signals: number } | null;
+  /** The sleepers of a `sleepMs` group block every signal from their next wake-up on. */
+  blockSignals(handle: number): boolean;
   /** Installs a process-wide handler that counts deliveries of signal `sig`. */
   countSignal(sig: number): void;
   signalCount(sig: number): number;

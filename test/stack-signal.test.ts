@@ -69,6 +69,19 @@ describe('the probe signal in this process', () => {
     handles.push(handle);
     expect(threadStack(tids[0]!).startRoutine).toBe('spawner_thread_main');
   });
+
+  // Last in this process: it leaves the probe off for good.
+  it('stops probing once another library installs its own handler on the signal, and never sends it again', () => {
+    spawner.countSignal(probe);
+    const { handle, tids } = spawner.start({ count: 1 });
+    handles.push(handle);
+    for (let i = 0; i < 5; i++) {
+      const stack = threadStack(tids[0]!);
+      expect(stack.error).toMatch(new RegExp(`^no stack probe: signal ${probe} was taken over by another handler; frames recovered`));
+      expect(stack.startRoutine).toBe('spawner_thread_main');
+    }
+    expect(spawner.signalCount(probe)).toBe(0);
+  });
 });
 
 // Each run is a fresh process: the probe is installed once per process.

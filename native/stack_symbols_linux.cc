@@ -1,0 +1,149 @@
+// stack_symbols_linux.cc — names and modules for the addresses of a stack.
+//
+// Strategy: dladdr gives the symbol (demangled here) and the object that
+// holds an address. It runs outside any signal handler: it takes the loader
+// lock. Module paths come from /proc/self/maps (absolute, symlinks resolved by
+// the kernel) because dladdr's file name is whatever dlopen was given,
+// possibly relative, and only the bare name for the executable. Results are
+// cached per address.
+//
+// Quirks handled here:
+//  - The cache is dropped whenever a shared object is loaded or unloaded
+//    (dl_iterate_phdr's dlpi_adds/dlpi_subs counters): an address may then
+//    belong to another object.
+//  - It is bounded by entries and by the bytes of its strings (demangled C++
+//    template names run to kilobytes): scanned stacks bring a stream of new
+//    addresses, so it would otherwise grow for the life of the process.
+//  - Addresses outside every loaded object (JIT code, anonymous memory) get no
+//    module: maps may be older than such mappings, which come and go freely,
+//    while a loaded object's mappings stay put until it is unloaded.
+//  - The cache is never destroyed: a Worker may capture a stack while the
+//    process exits and runs static destructors.
+#include <dlfcn.h>
+#include <link.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstddef>
+#include <cstdlib>
+#include <cstring>
+#include <cxxabi.h>
+#include <mutex>
+#include <unordered_map>
+
+#include "stack_linux.h"
+
+namespace threadleak {
+namespace linux_stack {
+namespace {
+
+constexpr size_t kMaxEntries = 16384;
+constexpr size_t kMaxBytes = 8 * 1024 * 1024;
+
+struct Symbol {
+  std::string symbol;
+  std::string module;
+  uintptr_t base = 0;  // symbol start, or module base when no symbol; 0: none
+};
+
+struct Cache {
+  std::mutex mutex;
+  std::unordered_map<uintptr_t, Symbol> symbols;
+  size_t bytes = 0;  // of the strings in `symbols`
+  unsigned long long loads = ~0ull, unloads = ~0ull;
+  std::vector<Mapping> maps;  // read on a miss, reused until the next load or unload
+  bool maps_fresh = false;
+};
+Cache& g = *new Cache;  // never destroyed (see the header comment)
+
+int LoaderCounters(struct dl_phdr_info* info, size_t size, void* data) {
+  auto* counters = static_cast<unsigned long long*>(data);
+  if (size >= offsetof(struct dl_phdr_info, dlpi_subs) + sizeof info->dlpi_subs) {
+    counters[0] = info->dlpi_adds;
+    counters[1] = info->dlpi_subs;
+  }
+  return 1;  // the counters are the same in every entry: stop after the first
+}
+
+std::string Demangle(const char* name) {
+  if (name[0] != '_' || name[1] != 'Z') return name;
+  int status = 0;
+  char* out = abi::__cxa_demangle(name, nullptr, nullptr, &status);
+  if (status != 0 || out == nullptr) return name;
+  std::string result(out);
+  free(out);
+  return result;
+}
+
+const Mapping* FindMapping(const std::vector<Mapping>& maps, uintptr_t address) {
+  auto it = std::upper_bound(maps.begin(), maps.end(), address,
+                             [](uintptr_t a, const Mapping& m) { return a < m.start; });
+  if (it == maps.begin()) return nullptr;
+  --it;
+  return address < it->end ? &*it : nullptr;
+}
+
+Symbol LookUp(uintptr_t address) {
+  Symbol s;
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(address), &info) == 0 || info.dli_fbase == nullptr) return s;
+  s.base = reinterpret_cast<uintptr_t>(info.dli_fbase);
+  if (info.dli_sname != nullptr && info.dli_saddr != nullptr) {
+    s.symbol = Demangle(info.dli_sname);
+    s.base = reinterpret_cast<uintptr_t>(info.dli_saddr);
+  }
+  if (!g.maps_fresh) g.maps_fresh = ReadMaps(&g.maps);
+  const Mapping* m = FindMapping(g.maps, address);
+  if (m != nullptr && !m->path.empty() && m->path[0] == '/') {
+    s.module = m->path;
+  } else if (info.dli_fname != nullptr && info.dli_fname[0] != '\0') {
+    char resolved[PATH_MAX];
+    if (realpath(info.dli_fname, resolved) != nullptr) s.module = resolved;
+  }
+  return s;
+}
+
+void Clear() {
+  g.symbols.clear();
+  g.bytes = 0;
+}
+
+}  // namespace
+
+void Symbolize(const std::vector<RawFrame>& raw, std::vector<StackFrame>* out) {
+  std::lock_guard<std::mutex> lock(g.mutex);
+  unsigned long long counters[2] = {0, 0};
+  dl_iterate_phdr(LoaderCounters, counters);
+  if (counters[0] != g.loads || counters[1] != g.unloads) {
+    Clear();
+    g.maps_fresh = false;
+    g.loads = counters[0];
+    g.unloads = counters[1];
+  }
+  for (const RawFrame& r : raw) {
+    // A return address points after the call, possibly past the end of the
+    // calling function (a noreturn call): look up the call itself.
+    uintptr_t lookup = r.exact || r.address == 0 ? r.address : r.address - 1;
+    auto it = g.symbols.find(lookup);
+    if (it == g.symbols.end()) {
+      if (g.symbols.size() >= kMaxEntries || g.bytes >= kMaxBytes) Clear();
+      Symbol s = LookUp(lookup);
+      g.bytes += s.symbol.size() + s.module.size() + sizeof(Symbol) + sizeof(uintptr_t);
+      it = g.symbols.emplace(lookup, std::move(s)).first;
+    }
+    const Symbol& s = it->second;
+    StackFrame f;
+    f.address = r.address;
+    f.scanned = r.scanned;
+    f.symbol = s.symbol;
+    f.module = s.module;
+    if (s.base != 0 && r.address >= s.base) {
+      f.has_offset = true;
+      f.offset = r.address - s.base;
+    }
+    out->push_back(std::move(f));
+  }
+}
+
+}  // namespace linux_stack
+}  // namespace threadleak

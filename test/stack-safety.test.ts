@@ -1,0 +1,176 @@
+// threadStack() against threads the probe could harm or misread: deep in a
+// small stack, taking signals with sigwaitinfo, blocking signals after an
+// answer, and captures from several Workers at once. What could crash the
+// process runs in a child process of its own.
+import { spawnSync } from 'node:child_process';
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { describe, expect, it } from 'vitest';
+import { threadStack, type NativeStack } from '../src/index.js';
+import { fixtureThreads, spawner, spawnerPath, waitUntil } from './helpers.js';
+
+const SPAWNER = realpathSync(spawnerPath);
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+// Never-hang checks only: a capture must come back within its timeout plus
+// this (procfs reads and symbolization on a loaded CI machine).
+const SLACK_MS = 2000;
+
+const fixture = fixtureThreads();
+const start = fixture.start;
+
+function timed(id: number, timeoutMs: number): { stack: NativeStack; elapsedMs: number } {
+  const t0 = performance.now();
+  const stack = threadStack(id, { timeoutMs });
+  return { stack, elapsedMs: performance.now() - t0 };
+}
+
+describe('threads the probe must not disturb', () => {
+  // A probe pushes a signal frame (several KB, more with AVX-512 or AMX
+  // state) onto the target's stack: on a thread parked near the end of a small
+  // stack that would fault, and a fault in a signal frame kills the process.
+  // So this runs in a child process of its own.
+  it('never probes a thread parked with too little stack left for a signal frame; reads what the kernel shows', () => {
+    const script = `
+      const { createRequire } = require('node:module');
+      const req = createRequire(${JSON.stringify(`${ROOT}/package.json`)});
+      const addon = req('node-gyp-build')(${JSON.stringify(ROOT)});
+      const spawner = req(${JSON.stringify(SPAWNER)});
+      const out = {};
+      const parked = (tid) => /^State:\\s*S/m.test(require('node:fs').readFileSync('/proc/self/task/' + tid + '/status', 'utf8'));
+      for (const headroomKb of [3, 4, 6, 10, 48]) {
+        const { handle, tids } = spawner.start({ count: 1, stackKb: 64, headroomKb });
+        // Parked: a thread still running shows the kernel no stack pointer to check.
+        while (!parked(tids[0])) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+        out[headroomKb] = [1, 2, 3].map(() => addon.captureStack(tids[0], 1000));
+        spawner.stop(handle);
+      }
+      console.log(JSON.stringify(out));
+    `;
+    const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
+    expect({ stderr: child.stderr, status: child.status, signal: child.signal }).toEqual({ stderr: '', status: 0, signal: null });
+    const results = JSON.parse(child.stdout) as Record<string, { frames: { symbol?: string; scanned?: boolean }[]; error?: string; detail?: string }[]>;
+    // How much a signal needs depends on the CPU's register state (AVX-512,
+    // AMX...): 3 KB is too little everywhere; 4 to 10 KB on some CPUs only.
+    for (const headroomKb of ['3', '4', '6', '10']) {
+      for (const r of results[headroomKb]!) {
+        if (headroomKb !== '3' && r.error === undefined) continue;
+        expect([headroomKb, r.error]).toEqual([headroomKb, 'stack-low']);
+        expect(r.detail).toMatch(/^only \d+ bytes of stack are left below its stack pointer; a signal needs \d+$/);
+        // The kernel's view instead: its PC, then scanned return addresses.
+        expect(r.frames.slice(1).every((f) => f.scanned)).toBe(true);
+        expect(r.frames.map((f) => f.symbol)).toContain('spawner_thread_main');
+      }
+    }
+    for (const r of results['48']!) {
+      expect(r.error).toBeUndefined();
+      expect(r.frames.map((f) => f.symbol)).toContain('spawner_thread_deep');
+    }
+  });
+
+  it('probes a thread running deep in a small stack without the unwinder when the handler is short of stack', () => {
+    // A running thread shows the kernel no stack pointer, so it cannot be
+    // checked beforehand; the handler checks what is left below itself.
+    const script = `
+      const { createRequire } = require('node:module');
+      const req = createRequire(${JSON.stringify(`${ROOT}/package.json`)});
+      const addon = req('node-gyp-build')(${JSON.stringify(ROOT)});
+      const spawner = req(${JSON.stringify(SPAWNER)});
+      const out = {};
+      for (const headroomKb of [4, 5, 6, 48]) {
+        const { handle, tids } = spawner.start({ count: 1, stackKb: 64, headroomKb, spin: true });
+        out[headroomKb] = [1, 2, 3].map(() => addon.captureStack(tids[0], 1000));
+        spawner.stop(handle);
+      }
+      console.log(JSON.stringify(out));
+    `;
+    const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
+    expect({ stderr: child.stderr, status: child.status, signal: child.signal }).toEqual({ stderr: '', status: 0, signal: null });
+    const results = JSON.parse(child.stdout) as Record<string, { frames: { symbol?: string; scanned?: boolean }[]; error?: string }[]>;
+    for (const [headroomKb, rs] of Object.entries(results)) {
+      for (const r of rs) {
+        expect([headroomKb, r.error]).toEqual([headroomKb, undefined]);
+        expect(r.frames.map((f) => f.symbol)).toContain('spawner_thread_main');
+      }
+    }
+    // With room to spare it unwinds (no scanned frames).
+    expect(results['48']!.every((r) => r.frames.every((f) => !f.scanned))).toBe(true);
+  });
+
+  it('never sends the probe to a thread that takes signals with sigwaitinfo (it would take the probe as its own)', async () => {
+    // Such a thread blocks every signal, but the kernel unblocks the waited-for
+    // ones while it waits, so SigBlk shows nothing blocked then.
+    const { handle, tids } = start({ count: 1, sigwait: true });
+    for (let i = 0; i < 20; i++) {
+      const { stack, elapsedMs } = timed(tids[0]!, 1000);
+      expect(stack.error).toMatch(new RegExp(`^thread ${tids[0]} blocks the stack probe`));
+      expect(stack.startRoutine).toBe('spawner_thread_main');
+      expect(elapsedMs).toBeLessThan(SLACK_MS);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(spawner.stats(handle)!.signals).toBe(0);
+  });
+
+  it('does not wait for a thread that answered a probe and blocks every signal since', async () => {
+    const { handle, tids } = start({ count: 1, sleepMs: 5 });
+    expect(threadStack(tids[0]!).error).toBeUndefined();
+    spawner.blockSignals(handle);
+    const ticks = spawner.stats(handle)!.ticks;
+    expect(await waitUntil(() => spawner.stats(handle)!.ticks >= ticks + 2)).toBe(true);
+    const { stack, elapsedMs } = timed(tids[0]!, 3000);
+    expect(stack.error).toMatch(new RegExp(`^thread ${tids[0]} blocks the stack probe`));
+    expect(elapsedMs).toBeLessThan(1000);
+  });
+});
+
+describe('concurrent captures from several Workers', () => {
+  it('serializes the probe: every capture succeeds, none waits past its bound', async () => {
+    const { tids } = start({ count: 4, name: 'concurrent' });
+    const body = `
+      const { parentPort, workerData } = require('node:worker_threads');
+      const addon = require('node:module').createRequire(workerData.root + '/package.json')('node-gyp-build')(workerData.root);
+      const self = addon.currentThreadId();
+      parentPort.postMessage({ self });
+      // Alive until terminated: the others probe this thread too.
+      parentPort.on('message', ({ others }) => {
+        const outcomes = {};
+        let slowest = 0;
+        for (let i = 0; i < 300; i++) {
+          // Fixture threads, the other Workers (busy capturing too) and itself.
+          const targets = [...workerData.tids, ...others, self];
+          const t0 = performance.now();
+          const r = addon.captureStack(targets[i % targets.length], 1000);
+          slowest = Math.max(slowest, performance.now() - t0);
+          const target = targets[i % targets.length];
+          const kind = target === self ? 'self' : workerData.tids.includes(target) ? 'fixture' : 'worker';
+          const key = kind + ':' + (r.error ?? (r.frames.length > 0 ? 'ok' : 'empty'));
+          outcomes[key] = (outcomes[key] ?? 0) + 1;
+        }
+        parentPort.postMessage({ outcomes, slowest });
+      });
+    `;
+    const workers = [0, 1, 2].map(() => new Worker(body, { eval: true, workerData: { root: ROOT, tids } }));
+    try {
+      const selves = await Promise.all(
+        workers.map((w) => new Promise<number>((resolve, reject) => {
+          w.once('message', (m: { self: number }) => resolve(m.self));
+          w.once('error', reject);
+        })),
+      );
+      const done = workers.map((w) => new Promise<{ outcomes: Record<string, number>; slowest: number }>((resolve) => w.once('message', resolve)));
+      workers.forEach((w, i) => w.postMessage({ others: selves.filter((_, j) => j !== i) }));
+      // The main thread captures at the same time.
+      for (let i = 0; i < 100; i++) expect(threadStack(tids[i % tids.length]!, { timeoutMs: 1000 }).startRoutine).toBe('spawner_thread_main');
+      for (const { outcomes, slowest } of await Promise.all(done)) {
+        // Every thread answers, even one still returning from another
+        // Worker's probe (on a busy machine it may be preempted in the
+        // handler for longer than several other probes take), and a Worker
+        // busy in JavaScript or in a capture of its own.
+        expect(Object.keys(outcomes).filter((k) => !['fixture:ok', 'self:ok', 'worker:ok'].includes(k))).toEqual([]);
+        expect(slowest).toBeLessThan(1000 + SLACK_MS);
+      }
+    } finally {
+      await Promise.all(workers.map((w) => w.terminate()));
+    }
+  });
+});

@@ -249,3 +249,11 @@ export function formatStackError(threadId: number, data: StackErrorData): string
     ? `${text}; frames recovered from what the kernel shows: its PC and a scan of its stack (scanned: true)`
     : `${text}; no frames recovered: the kernel shows no stack pointer while a thread runs`;
 }
+
+/** The `error` of a leak report's stack read without interrupting the thread. */
+export function formatUninterruptedStack(threadId: number): string {
+  return (
+    `thread ${threadId} is blocked in a system call, so it was read without a signal (which could make ` +
+    `that call fail with EINTR): frames from its PC and a scan of its stack (scanned: true)`
+  );
+}

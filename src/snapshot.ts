@@ -2,7 +2,7 @@
 import { attributeStack } from './attribution.js';
 import { captureStack, listThreads } from './binding.js';
 import { invalidOption, systemError } from './errors.js';
-import { formatStackError } from './report.js';
+import { formatStackError, formatUninterruptedStack } from './report.js';
 
 export type ThreadState = 'running' | 'sleeping' | 'blocked' | 'stopped' | 'zombie' | 'unknown';
 
@@ -141,13 +141,18 @@ export function threadStack(id: number, options?: ThreadStackOptions): NativeSta
   if (typeof id !== 'number' || !Number.isSafeInteger(id) || id <= 0) {
     throw invalidOption('threadStack()', 'id', id, 'a positive safe integer');
   }
-  const timeoutMs = validateStackTimeout(options);
+  return stackOf(id, validateStackTimeout(options));
+}
+
+function stackOf(id: number, timeoutMs: number, forLeakReport = false): NativeStack {
   const raw = captureStack(id, timeoutMs);
   const stack: NativeStack = { threadId: id, frames: raw.frames };
   const { module, startRoutine } = attributeStack(raw.frames);
   if (startRoutine !== undefined) stack.startRoutine = startRoutine;
   if (module !== undefined) stack.module = module;
-  if (raw.error !== undefined) {
+  if (forLeakReport && raw.error === 'not-probed' && raw.frames.length > 0) {
+    stack.error = formatUninterruptedStack(id);
+  } else if (raw.error !== undefined) {
     stack.error = formatStackError(id, {
       code: raw.error,
       detail: raw.detail,
@@ -159,3 +164,26 @@ export function threadStack(id: number, options?: ThreadStackOptions): NativeSta
   }
   return stack;
 }
+
+/**
+ * The stack of thread `id` for a leak report: read first from what the kernel
+ * shows (its PC and a scan of its stack), which never interrupts the thread,
+ * and probed with the signal only when that shows nothing — i.e. when the
+ * thread is not blocked in a system call, so no call of it can fail with
+ * EINTR. Some libraries treat an interrupted poll() as fatal (@parcel/watcher
+ * does); a leak report must never change what the leaked thread does.
+ */
+export function leakReportStack(id: number, timeoutMs: number): NativeStack {
+  // The kernel shows nothing while the thread is on a CPU: a thread that only
+  // woke for a moment is back in its system call a little later.
+  for (let attempt = 0; attempt < QUIET_ATTEMPTS; attempt++) {
+    const quiet = stackOf(id, 0, true);
+    if (quiet.frames.length > 0) return quiet;
+    Atomics.wait(quietPause, 0, 0, QUIET_PAUSE_MS);
+  }
+  return stackOf(id, timeoutMs);
+}
+
+const QUIET_ATTEMPTS = 4;
+const QUIET_PAUSE_MS = 0.5;
+const quietPause = new Int32Array(new SharedArrayBuffer(4));

@@ -27,7 +27,7 @@ import {
   type LeakLogger,
   type ResolvedScopeOptions,
 } from './scope.js';
-import { threads, threadStack, type NativeStack, type ThreadInfo } from './snapshot.js';
+import { leakReportStack, threads, type NativeStack, type ThreadInfo } from './snapshot.js';
 
 /** Where a leaked thread came from. */
 export type ThreadOrigin =
@@ -97,13 +97,13 @@ function isDaemon(thread: ThreadInfo): boolean {
   return record !== undefined && !record.refed;
 }
 
-// How long one leaked thread's stack probe may take (most answer in ~0.1 ms;
-// a thread that blocks the probe signal is read from /proc without waiting).
+// How long one leaked thread's stack probe may take, when it is probed at all
+// (see leakReportStack: a thread blocked in a system call is never interrupted).
 const STACK_TIMEOUT_MS = 100;
 
 /** Adds the native stack, and the module and function that started it, to a native thread. */
 function withNativeStack(thread: LeakedThread): LeakedThread {
-  const stack = threadStack(thread.id, { timeoutMs: STACK_TIMEOUT_MS });
+  const stack = leakReportStack(thread.id, STACK_TIMEOUT_MS);
   const origin: ThreadOrigin = { kind: 'native' };
   if (stack.module !== undefined) origin.module = stack.module;
   if (stack.startRoutine !== undefined) origin.startRoutine = stack.startRoutine;

@@ -22,7 +22,9 @@
 //    it gets a moment (kSettleNs) to block, and if it keeps running it is
 //    probed without the check (a thread that deep in its stack would die of
 //    any signal). The handler itself skips the unwinder when short of stack.
-//    The main thread's stack grows on demand: no check there.
+//    The main thread's stack grows on demand: no check there. Neither where
+//    process_vm_readv, which the checks read memory with, is denied: the
+//    probe then behaves as if every thread had room.
 //  - A thread waiting in sigwaitinfo()/sigtimedwait() has the signals it
 //    waits for unblocked while it waits, so SigBlk shows nothing blocked, and
 //    a probe sent then is taken by the thread as one of its own signals (a
@@ -150,7 +152,7 @@ bool MayProbe(pid_t tid, int sig, int64_t deadline, linux_stack::ThreadStatus* s
     result->detail = "it waits for signals with sigwaitinfo() or sigtimedwait(), which would take the probe as its own";
     return false;
   }
-  if (tid != getpid()) {
+  if (tid != getpid() && linux_stack::OwnMemoryReadable()) {
     const size_t need = SignalStackBytes();
     const size_t left = linux_stack::ReadableBelow(view.sp, need);
     if (left < need) {
@@ -225,7 +227,8 @@ void CaptureStack(uint64_t tid64, double timeout_ms, StackResult* result) {
         result->error = "no-signal";
         result->detail = problem;
       } else if (MayProbe(tid, result->signal, deadline, &status, result)) {
-        probed = linux_stack::Probe(tid, tid != getpid(), deadline, &raw, result);
+        const bool check_room = tid != getpid() && linux_stack::OwnMemoryReadable();
+        probed = linux_stack::Probe(tid, check_room, deadline, &raw, result);
       }
     }
   }

@@ -86,6 +86,10 @@ size_t CopyOwnMemory(uintptr_t address, void* buffer, size_t length);
 // most `limit`. Async-signal-safe, like CopyOwnMemory.
 size_t ReadableBelow(uintptr_t address, size_t limit);
 
+// False where process_vm_readv is denied (seccomp) or missing: then the two
+// functions above read nothing and tell nothing. Not for signal handlers.
+bool OwnMemoryReadable();
+
 // Appends to `out` the words of the stack above `sp` that look like return
 // addresses (they point just after a call instruction in an executable
 // mapping), innermost first, marked scanned. Reads at most kScanBytes and never

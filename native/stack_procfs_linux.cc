@@ -20,6 +20,8 @@
 //    readable" without a fault. Guard pages (PROT_NONE) are not readable; a
 //    main-thread stack's not-yet-grown part below its mapping is not either
 //    (the callers know the main thread's stack grows on demand).
+//  - Some seccomp profiles deny process_vm_readv (EPERM): then nothing is
+//    readable this way, and OwnMemoryReadable() says so once.
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/syscall.h>
@@ -260,6 +262,15 @@ size_t ReadableBelow(uintptr_t address, size_t limit) {
   }
   errno = saved;
   return std::min(readable, limit);
+}
+
+bool OwnMemoryReadable() {
+  static const bool readable = [] {
+    const char probe = 1;
+    char copy = 0;
+    return CopyOwnMemory(reinterpret_cast<uintptr_t>(&probe), &copy, 1) == 1 && copy == 1;
+  }();
+  return readable;
 }
 
 void ScanStack(uintptr_t sp, const unsigned char* copy, size_t copy_length,

@@ -33,6 +33,8 @@ export interface Spawner {
   stats(handle: number): { ticks: number; interrupted: number; signals: number } | null;
   /** The sleepers of a `sleepMs` group block every signal from their next wake-up on. */
   blockSignals(handle: number): boolean;
+  /** From now on process_vm_readv fails with EPERM in this whole process (a seccomp filter). */
+  denyProcessVmReadv(): void;
   /** Installs a process-wide handler that counts deliveries of signal `sig`. */
   countSignal(sig: number): void;
   signalCount(sig: number): number;

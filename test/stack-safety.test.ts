@@ -97,6 +97,28 @@ describe('threads the probe must not disturb', () => {
     expect(results['48']!.every((r) => r.frames.every((f) => !f.scanned))).toBe(true);
   });
 
+  it('still probes where process_vm_readv is denied (a seccomp profile), as it did before the stack checks', () => {
+    // The stack checks read memory with process_vm_readv; without it they
+    // cannot tell, and the probe must not then refuse every thread.
+    const script = `
+      const { createRequire } = require('node:module');
+      const req = createRequire(${JSON.stringify(`${ROOT}/package.json`)});
+      const addon = req('node-gyp-build')(${JSON.stringify(ROOT)});
+      const spawner = req(${JSON.stringify(SPAWNER)});
+      spawner.denyProcessVmReadv();
+      const { handle, tids } = spawner.start({ count: 1 });
+      const results = [1, 2, 3].map(() => addon.captureStack(tids[0], 1000));
+      spawner.stop(handle);
+      console.log(JSON.stringify(results));
+    `;
+    const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
+    expect({ stderr: child.stderr, status: child.status, signal: child.signal }).toEqual({ stderr: '', status: 0, signal: null });
+    for (const r of JSON.parse(child.stdout) as { frames: { symbol?: string }[]; error?: string }[]) {
+      expect(r.error).toBeUndefined();
+      expect(r.frames.map((f) => f.symbol)).toContain('spawner_thread_main');
+    }
+  });
+
   it('never sends the probe to a thread that takes signals with sigwaitinfo (it would take the probe as its own)', async () => {
     // Such a thread blocks every signal, but the kernel unblocks the waited-for
     // ones while it waits, so SigBlk shows nothing blocked then.

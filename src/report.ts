@@ -220,6 +220,9 @@ export function formatStackError(threadId: number, data: StackErrorData): string
     case 'uninterruptible':
       text = `thread ${threadId} is in uninterruptible sleep (state D) and cannot answer ${probe} now`;
       break;
+    case 'stack-low':
+      text = `thread ${threadId} is too close to the end of its stack for ${probe} to run safely on it`;
+      break;
     case 'timeout':
       text = `thread ${threadId} did not answer ${probe} within ${timeoutMs} ms`;
       break;

@@ -1,6 +1,6 @@
 // Message formats that real packages bring out (the field test's findings).
 import { describe, expect, it } from 'vitest';
-import { formatThreadLeaks } from '../src/report.js';
+import { formatStackError, formatThreadLeaks } from '../src/report.js';
 
 describe('formatThreadLeaks: a Worker created inside a dependency', () => {
   const worker = (creationStack: string) => ({
@@ -46,5 +46,19 @@ describe('formatThreadLeaks: a Worker created inside a dependency', () => {
   it('knows Windows paths', () => {
     const windows = piscina.map((frame) => frame.replaceAll('/app/node_modules/', 'C:\\app\\node_modules\\'));
     expect(formatThreadLeaks([worker(windows.join('\n'))], 100)).toContain('        at startPool (file:///app/pool.mjs:4:31)');
+  });
+});
+
+describe('formatStackError', () => {
+  it("explains 'stack-low' and keeps the native detail", () => {
+    const text = formatStackError(4242, {
+      code: 'stack-low',
+      detail: 'only 3000 bytes of stack are left below its stack pointer; a signal needs 4608',
+      signal: 64,
+      timeoutMs: 100,
+      recoveredFrames: 3,
+      platform: 'linux',
+    });
+    expect(text).toMatch(/^thread 4242 is too close to the end of its stack for the stack probe \(signal 64\) to run safely on it: only 3000 bytes/);
   });
 });

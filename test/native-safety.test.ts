@@ -11,6 +11,9 @@ import { threads } from '../src/index.js';
 import { spawner, spawnerPath } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
+// Worker start-up and termination are slow on some majors (Node 22 took 11-18 s
+// for these scenarios on a loaded 2-core machine): each child gets its own bound.
+const CHILD_TEST_TIMEOUT_MS = 120_000;
 
 /** Runs `script` (CommonJS) in a fresh Node process; `ADDON` and `SPAWNER` are defined in it. */
 function runChild(script: string, timeoutMs = 60_000, env: Record<string, string> = {}) {
@@ -63,7 +66,7 @@ describe('Workers that are inside the addon when they are stopped', () => {
       `);
       expect({ stderr: child.stderr, status: child.status, signal: child.signal }).toEqual({ stderr: '', status: 0, signal: null });
       expect(child.stdout.trim()).toBe('survived');
-    });
+    }, CHILD_TEST_TIMEOUT_MS);
   }
 
   it('process.exit() while Workers capture stacks and list threads never crashes the process', () => {
@@ -79,7 +82,7 @@ describe('Workers that are inside the addon when they are stopped', () => {
       `);
       expect({ run, stderr: child.stderr, status: child.status, signal: child.signal }).toEqual({ run, stderr: '', status: 0, signal: null });
     }
-  });
+  }, 5 * CHILD_TEST_TIMEOUT_MS);
 });
 
 describe("threads()' cache of descriptors", () => {

@@ -63,9 +63,14 @@ function prewarmDisabled(): boolean {
   return value !== undefined && value !== '' && value !== '0' && value.toLowerCase() !== 'false';
 }
 
-/** Records what a snapshot saw, so a later Worker's thread can be told apart. */
-export function noteSnapshot(list: readonly ThreadInfo[]): void {
+/**
+ * Records what a snapshot saw, so a later Worker's thread can be told apart,
+ * and returns the set of its keys (never mutated: a scope may keep it as its
+ * baseline).
+ */
+export function noteSnapshot(list: readonly ThreadInfo[]): ReadonlySet<string> {
   lastSeenKeys = new Set(list.map((t) => t.key));
+  return lastSeenKeys;
 }
 
 /** Called before every baseline: pre-warms the pool once and starts Worker tracking. */
@@ -87,12 +92,6 @@ export function isOwnThread(key: string): boolean {
 
 export function workerForThread(key: string): WorkerRecord | undefined {
   return workersByThreadKey.get(key);
-}
-
-/** The OS thread keys of the Workers alive now (for cancel). */
-export function threadKeyOfWorker(worker: Worker): string | undefined {
-  for (const [key, record] of workersByThreadKey) if (record.worker === worker) return key;
-  return undefined;
 }
 
 function creationStack(): string {

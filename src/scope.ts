@@ -124,28 +124,32 @@ export function rejectUnknownOptions(where: string, options: Record<string, unkn
 const FIRST_DELAY_MS = 0.25;
 const MAX_DELAY_MS = 4;
 
-function nextDelay(delay: number, deadline: number): number {
-  return Math.max(0, Math.min(delay, deadline - performance.now()));
+/** The waits between checks, until `gracePeriodMs` from now has passed; none when it is 0. */
+function* backoff(gracePeriodMs: number): Generator<number> {
+  const deadline = performance.now() + gracePeriodMs;
+  for (let delay = FIRST_DELAY_MS; ; delay = Math.min(delay * 2, MAX_DELAY_MS)) {
+    const wait = Math.min(delay, deadline - performance.now());
+    if (wait <= 0) return;
+    yield wait;
+  }
 }
 
 /** Polls `findLeaks` until it is empty or `gracePeriodMs` passed, yielding to the event loop. */
 export async function waitForLeaks<Leak>(findLeaks: () => Leak[], gracePeriodMs: number): Promise<Leak[]> {
   let leaks = findLeaks();
-  if (leaks.length === 0 || gracePeriodMs === 0) return leaks;
-  const deadline = performance.now() + gracePeriodMs;
-  for (let delay = FIRST_DELAY_MS; ; delay = Math.min(delay * 2, MAX_DELAY_MS)) {
-    const wait = nextDelay(delay, deadline);
-    if (wait <= 0) return leaks;
+  if (leaks.length === 0) return leaks; // the clean exit: no timer, no allocation
+  for (const wait of backoff(gracePeriodMs)) {
     await new Promise<void>((resolve) => (wait < 1 ? setImmediate(resolve) : setTimeout(resolve, wait)));
     leaks = findLeaks();
-    if (leaks.length === 0) return leaks;
+    if (leaks.length === 0) break;
   }
+  return leaks;
 }
 
 let sleeper: Int32Array | undefined;
 
 /** Blocks the calling thread for `ms` without spinning. */
-export function sleepSync(ms: number): void {
+function sleepSync(ms: number): void {
   sleeper ??= new Int32Array(new SharedArrayBuffer(4));
   Atomics.wait(sleeper, 0, 0, ms);
 }
@@ -153,15 +157,13 @@ export function sleepSync(ms: number): void {
 /** Like waitForLeaks, but blocks the event loop while it waits. */
 export function waitForLeaksSync<Leak>(findLeaks: () => Leak[], gracePeriodMs: number): Leak[] {
   let leaks = findLeaks();
-  if (leaks.length === 0 || gracePeriodMs === 0) return leaks;
-  const deadline = performance.now() + gracePeriodMs;
-  for (let delay = FIRST_DELAY_MS; ; delay = Math.min(delay * 2, MAX_DELAY_MS)) {
-    const wait = nextDelay(delay, deadline);
-    if (wait <= 0) return leaks;
+  if (leaks.length === 0) return leaks; // the clean exit: no timer, no allocation
+  for (const wait of backoff(gracePeriodMs)) {
     sleepSync(wait);
     leaks = findLeaks();
-    if (leaks.length === 0) return leaks;
+    if (leaks.length === 0) break;
   }
+  return leaks;
 }
 
 function act<Leak>(detector: LeakDetector<Leak>, options: ScopeActOptions, leaks: Leak[]): void {

@@ -112,7 +112,7 @@ function withNativeStack(thread: LeakedThread): LeakedThread {
 
 class ThreadLeakDetector implements LeakDetector<LeakedThread> {
   readonly warning = { type: 'ThreadLeakWarning', code: 'ERR_THREAD_LEAK' };
-  readonly #baseline: Set<string>;
+  readonly #baseline: ReadonlySet<string>;
   readonly #options: ResolvedThreadOptions;
   // Enriched threads by key: a thread's stack and creator are captured once per scope.
   readonly #detail = new Map<string, LeakedThread>();
@@ -120,9 +120,7 @@ class ThreadLeakDetector implements LeakDetector<LeakedThread> {
   constructor(options: ResolvedThreadOptions) {
     this.#options = options;
     prepareBaseline();
-    const list = threads();
-    noteSnapshot(list);
-    this.#baseline = new Set(list.map((t) => t.key));
+    this.#baseline = noteSnapshot(threads());
   }
 
   #enrich(thread: ThreadInfo, withStack: boolean): LeakedThread {

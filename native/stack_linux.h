@@ -75,6 +75,9 @@ KernelRegisters ReadKernelRegisters(pid_t tid, KernelView* view);
 // Parses /proc/self/maps (sorted by address, as the kernel prints it).
 bool ReadMaps(std::vector<Mapping>* maps);
 
+// The mapping of `maps` (as ReadMaps gives them) that holds `address`, or null.
+const Mapping* FindMapping(const std::vector<Mapping>& maps, uintptr_t address);
+
 // Copies [address, address + length) of this process's memory into `buffer`
 // with process_vm_readv, page by page, so an unmapped page ends the copy
 // instead of faulting. Returns the number of bytes copied from the start.

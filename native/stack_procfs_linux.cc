@@ -62,14 +62,6 @@ uint64_t HexField(const char* text, const char* name) {
   return p ? strtoull(p + strlen(name), nullptr, 16) : 0;
 }
 
-const Mapping* FindMapping(const std::vector<Mapping>& maps, uintptr_t address) {
-  auto it = std::upper_bound(maps.begin(), maps.end(), address,
-                             [](uintptr_t a, const Mapping& m) { return a < m.start; });
-  if (it == maps.begin()) return nullptr;
-  --it;
-  return address < it->end ? &*it : nullptr;
-}
-
 // True when the bytes just before `address` end with a call instruction.
 bool FollowsCall(uintptr_t address, const Mapping& m) {
   if (!m.readable) return false;  // execute-only code cannot be checked
@@ -118,6 +110,14 @@ bool FollowsCall(uintptr_t address, const Mapping& m) {
 }
 
 }  // namespace
+
+const Mapping* FindMapping(const std::vector<Mapping>& maps, uintptr_t address) {
+  auto it = std::upper_bound(maps.begin(), maps.end(), address,
+                             [](uintptr_t a, const Mapping& m) { return a < m.start; });
+  if (it == maps.begin()) return nullptr;
+  --it;
+  return address < it->end ? &*it : nullptr;
+}
 
 int ReadThreadStatus(pid_t tid, ThreadStatus* status) {
   char path[64], buf[4096];

@@ -22,7 +22,6 @@
 #include <dlfcn.h>
 #include <link.h>
 
-#include <algorithm>
 #include <climits>
 #include <cstddef>
 #include <cstdlib>
@@ -73,14 +72,6 @@ std::string Demangle(const char* name) {
   std::string result(out);
   free(out);
   return result;
-}
-
-const Mapping* FindMapping(const std::vector<Mapping>& maps, uintptr_t address) {
-  auto it = std::upper_bound(maps.begin(), maps.end(), address,
-                             [](uintptr_t a, const Mapping& m) { return a < m.start; });
-  if (it == maps.begin()) return nullptr;
-  --it;
-  return address < it->end ? &*it : nullptr;
 }
 
 Symbol LookUp(uintptr_t address) {

@@ -35,7 +35,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { summary } from './lib/stats.js';
+import { printColumns, summary } from './lib/stats.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');
@@ -261,12 +261,7 @@ function printTable(results) {
     ['node/threads()', (r) => `${r.ratio.nodeThreads.toFixed(2)}x`],
     ['ps/threads()', (r) => `${r.ratio.psThreads.toFixed(1)}x`],
   ];
-  const rows = results.map((r) => cols.map(([, f]) => f(r)));
-  const widths = cols.map(([h], i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
-  const line = (cells) => cells.map((c, i) => c.padStart(widths[i])).join('  ');
-  console.log(line(cols.map(([h]) => h)));
-  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
-  for (const row of rows) console.log(line(row));
+  printColumns(cols, results);
   console.log('(times per call over all rounds; ratios paired per round, see the top of bench/snapshot.js)');
   console.log();
   console.log('per thread (median / seen):');

@@ -25,7 +25,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { summary } from './lib/stats.js';
+import { printColumns, summary } from './lib/stats.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');
@@ -134,12 +134,7 @@ function printTable(results) {
     ['probe/threads()', (r) => `${(r.stats.probe.median / r.stats.threads.median).toFixed(2)}x`],
     ['blocked/threads()', (r) => `${(r.stats.blocked.median / r.stats.threads.median).toFixed(2)}x`],
   ];
-  const rows = results.map((r) => cols.map(([, f]) => f(r)));
-  const widths = cols.map(([h], i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
-  const line = (cells) => cells.map((c, i) => c.padStart(widths[i])).join('  ');
-  console.log(line(cols.map(([h]) => h)));
-  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
-  for (const row of rows) console.log(line(row));
+  printColumns(cols, results);
   console.log();
   for (const r of results) {
     const n = Object.entries(r.stats).map(([k, s]) => `${k} ${s.n}`).join(', ');

@@ -1,6 +1,7 @@
 // Shared test helpers: the native spawner fixture and bounded polling.
 import { createRequire } from 'node:module';
 import { afterEach } from 'vitest';
+import { threadStack, type NativeStack } from '../src/index.js';
 
 export interface SpawnOptions {
   count?: number;
@@ -79,4 +80,15 @@ export function fixtureThreads() {
       handles.clear();
     },
   };
+}
+
+// Never-hang checks only: a capture must come back within its timeout plus
+// this (procfs reads and symbolization on a loaded CI machine).
+export const SLACK_MS = 2000;
+
+/** threadStack(id, { timeoutMs }) and how long it took. */
+export function timed(id: number, timeoutMs: number): { stack: NativeStack; elapsedMs: number } {
+  const t0 = performance.now();
+  const stack = threadStack(id, { timeoutMs });
+  return { stack, elapsedMs: performance.now() - t0 };
 }

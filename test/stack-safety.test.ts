@@ -7,23 +7,15 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
-import { threadStack, type NativeStack } from '../src/index.js';
-import { fixtureThreads, spawner, spawnerPath, waitUntil } from './helpers.js';
+import { threadStack } from '../src/index.js';
+import { fixtureThreads, SLACK_MS, spawner, spawnerPath, timed, waitUntil } from './helpers.js';
 
 const SPAWNER = realpathSync(spawnerPath);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-// Never-hang checks only: a capture must come back within its timeout plus
-// this (procfs reads and symbolization on a loaded CI machine).
-const SLACK_MS = 2000;
 
 const fixture = fixtureThreads();
 const start = fixture.start;
 
-function timed(id: number, timeoutMs: number): { stack: NativeStack; elapsedMs: number } {
-  const t0 = performance.now();
-  const stack = threadStack(id, { timeoutMs });
-  return { stack, elapsedMs: performance.now() - t0 };
-}
 
 describe('threads the probe must not disturb', () => {
   // A probe pushes a signal frame (several KB, more with AVX-512 or AMX

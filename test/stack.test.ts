@@ -5,23 +5,15 @@ import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { attributeStack, isSystemRuntimeModule } from '../src/attribution.js';
 import { threadStack, type NativeStack } from '../src/index.js';
-import { fixtureThreads, spawner, spawnerPath, waitUntil } from './helpers.js';
+import { fixtureThreads, SLACK_MS, spawner, spawnerPath, timed, waitUntil } from './helpers.js';
 
 const SPAWNER = realpathSync(spawnerPath);
 const NODE = realpathSync(process.execPath);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-// Never-hang checks only: a capture must come back within its timeout plus
-// this (procfs reads and symbolization on a loaded CI machine).
-const SLACK_MS = 2000;
 
 const fixture = fixtureThreads();
 const start = fixture.start;
 
-function timed(id: number, timeoutMs: number): { stack: NativeStack; elapsedMs: number } {
-  const t0 = performance.now();
-  const stack = threadStack(id, { timeoutMs });
-  return { stack, elapsedMs: performance.now() - t0 };
-}
 
 const symbols = (stack: NativeStack) => stack.frames.map((f) => f.symbol);
 

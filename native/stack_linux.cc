@@ -3,9 +3,9 @@
 // probed at all.
 //
 // Strategy: a thread that can safely run the probe's signal handler is probed
-// (stack_probe_linux.cc); one that cannot (it blocks the signal, is stopped or
-// in uninterruptible sleep, would take the signal as its own, has too little
-// stack left for a signal frame, or does not answer in time) gets an error plus
+// (stack_probe_linux.cc); one that cannot (it blocks the signal, is stopped,
+// stays in uninterruptible sleep, would take the signal as its own, has too
+// little stack left for a signal frame, or does not answer in time) gets an error plus
 // the kernel's view: PC and SP from procfs and a scan of its stack
 // (stack_procfs_linux.cc). The calling thread itself is unwound directly.
 // Symbolization comes last, outside any handler (stack_symbols_linux.cc).
@@ -25,6 +25,11 @@
 //    The main thread's stack grows on demand: no check there. Neither where
 //    process_vm_readv, which the checks read memory with, is denied: the
 //    probe then behaves as if every thread had room.
+//  - A thread in uninterruptible sleep (D) takes a signal only when it leaves
+//    D, which is usually a moment later (a page fault, a vfork, another
+//    capture's procfs read holding its memory map lock). It is probed, but its
+//    answer is awaited for kUninterruptibleWaitNs at most; a thread that still
+//    has an earlier probe pending is not sent another (they would queue).
 //  - A thread waiting in sigwaitinfo()/sigtimedwait() has the signals it
 //    waits for unblocked while it waits, so SigBlk shows nothing blocked, and
 //    a probe sent then is taken by the thread as one of its own signals (a
@@ -72,6 +77,7 @@ constexpr bool kCpuSupported = false;
 #endif
 constexpr int64_t kRunningRetryNs = 10 * 1000 * 1000;  // how long the kernel view waits for a running thread
 constexpr int64_t kUnblockWaitNs = 20 * 1000 * 1000;   // how long a running thread may take to leave the handler
+constexpr int64_t kUninterruptibleWaitNs = 50 * 1000 * 1000;  // how long a probe waits for a thread in D
 constexpr int64_t kSettleNs = 1000 * 1000;              // how long to wait for a running thread to show its SP
 
 pid_t Gettid() { return static_cast<pid_t>(syscall(SYS_gettid)); }
@@ -127,7 +133,8 @@ bool MayProbe(pid_t tid, int sig, int64_t deadline, linux_stack::ThreadStatus* s
     result->error = "stopped";
     return false;
   }
-  if (status->state == 'D') {
+  if (status->state == 'D' && (status->pending & (1ull << (sig - 1)))) {
+    // An earlier probe still waits for it to leave D: do not queue another.
     result->error = "uninterruptible";
     return false;
   }
@@ -228,7 +235,16 @@ void CaptureStack(uint64_t tid64, double timeout_ms, StackResult* result) {
         result->detail = problem;
       } else if (MayProbe(tid, result->signal, deadline, &status, result)) {
         const bool check_room = tid != getpid() && linux_stack::OwnMemoryReadable();
-        probed = linux_stack::Probe(tid, check_room, deadline, &raw, result);
+        // A thread in uninterruptible sleep takes the probe when it leaves
+        // it, usually in a moment (a page fault, a vfork, another capture's
+        // procfs read holding its memory map lock). Not waited for longer.
+        const bool uninterruptible = status.state == 'D';
+        const int64_t probe_deadline =
+            uninterruptible ? std::min(deadline, linux_stack::NowNs() + kUninterruptibleWaitNs) : deadline;
+        probed = linux_stack::Probe(tid, check_room, probe_deadline, &raw, result);
+        if (!probed && uninterruptible && result->error == "timeout" && result->detail.empty()) {
+          result->error = "uninterruptible";
+        }
       }
     }
   }

@@ -51,6 +51,7 @@ struct ThreadStatus {
   char state = '?';           // R S D T t Z X ...
   uint64_t blocked = 0;       // SigBlk: bit (n - 1) set when signal n is blocked
   uint64_t shared_pending = 0;  // ShdPnd: signals pending for the whole process
+  uint64_t pending = 0;         // SigPnd: signals pending for this thread alone
 };
 
 // Reads /proc/self/task/TID/status. Returns 0, or the errno of the failure

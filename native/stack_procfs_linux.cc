@@ -132,6 +132,7 @@ int ReadThreadStatus(pid_t tid, ThreadStatus* status) {
   status->state = *state;
   status->blocked = HexField(buf, "\nSigBlk:");
   status->shared_pending = HexField(buf, "\nShdPnd:");
+  status->pending = HexField(buf, "\nSigPnd:");
   return 0;
 }
 

@@ -23,6 +23,8 @@ export interface SpawnOptions {
   spin?: boolean;
   /** Block every signal and take them with sigtimedwait in a loop; see stats().signals. */
   sigwait?: boolean;
+  /** vfork() in a loop a child that sleeps this long: the thread waits in state D; see stats().ticks. */
+  vforkMs?: number;
 }
 
 export interface Spawner {

@@ -9,7 +9,7 @@
         ["OS=='linux'", {
           "sources": ["native/threads_linux.cc", "native/stack_linux.cc", "native/stack_probe_linux.cc",
                       "native/stack_signal_linux.cc", "native/stack_symbols_linux.cc",
-                      "native/stack_procfs_linux.cc"],
+                      "native/stack_procfs_linux.cc", "native/stack_elf_linux.cc"],
           "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-fvisibility=hidden"],
           "ldflags": ["-Wl,-z,now"]
         }],

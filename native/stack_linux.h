@@ -44,6 +44,8 @@ struct Mapping {
   bool readable = false;
   bool executable = false;
   std::string path;  // '' for anonymous mappings; "[stack]", "[vdso]"... for special ones
+  uint64_t dev = 0;    // the mapped file's device (as stat's st_dev) and inode; 0: none
+  uint64_t inode = 0;
 };
 
 // The fields of /proc/self/task/TID/status that the probe needs.
@@ -137,6 +139,12 @@ void ForgetAnswered(pid_t tid);
 bool Probe(pid_t tid, bool check_room, int64_t deadline, std::vector<RawFrame>* raw, StackResult* result);
 // Unwinds the calling thread.
 void UnwindHere(std::vector<RawFrame>* raw);
+
+// The function of the file mapped at `mapping` that holds `file_address` (an
+// address in the file: the run-time address minus the load bias), from the
+// file's .symtab (stack_elf_linux.cc): for functions dladdr cannot see.
+// False when unknown. Call with Symbolize's lock held.
+bool FileSymbol(const Mapping& mapping, uintptr_t file_address, std::string* name, uintptr_t* start);
 
 // Turns raw frames into StackFrames: dladdr for symbols (outside any signal
 // handler: it takes the loader lock), /proc/self/maps for absolute module paths.

@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -186,13 +187,18 @@ bool ReadMaps(std::vector<Mapping>* maps) {
     if (eol == std::string::npos) eol = text.size();
     std::string line = text.substr(pos, eol - pos);
     pos = eol + 1;
-    unsigned long start, end;
+    unsigned long start, end, inode = 0;
+    unsigned int major = 0, minor = 0;
     char perms[5] = {0};
     int path_at = -1;
-    if (sscanf(line.c_str(), "%lx-%lx %4s %*s %*s %*s %n", &start, &end, perms, &path_at) < 3) continue;
+    if (sscanf(line.c_str(), "%lx-%lx %4s %*s %x:%x %lu %n", &start, &end, perms, &major, &minor, &inode, &path_at) < 3) {
+      continue;
+    }
     Mapping m;
     m.start = start;
     m.end = end;
+    m.dev = makedev(major, minor);
+    m.inode = inode;
     m.readable = perms[0] == 'r';
     m.executable = perms[2] == 'x';
     if (path_at > 0 && static_cast<size_t>(path_at) < line.size()) m.path = line.substr(path_at);

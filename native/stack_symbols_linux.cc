@@ -1,7 +1,8 @@
 // stack_symbols_linux.cc — names and modules for the addresses of a stack.
 //
 // Strategy: dladdr gives the symbol (demangled here) and the object that
-// holds an address. It runs outside any signal handler: it takes the loader
+// holds an address; a function it does not know (not exported) is looked up
+// in the file's .symtab (stack_elf_linux.cc). It runs outside any signal handler: it takes the loader
 // lock. Module paths come from /proc/self/maps (absolute, symlinks resolved by
 // the kernel) because dladdr's file name is whatever dlopen was given,
 // possibly relative, and only the bare name for the executable. Results are
@@ -77,14 +78,25 @@ std::string Demangle(const char* name) {
 Symbol LookUp(uintptr_t address) {
   Symbol s;
   Dl_info info{};
-  if (dladdr(reinterpret_cast<void*>(address), &info) == 0 || info.dli_fbase == nullptr) return s;
+  struct link_map* object = nullptr;
+  if (dladdr1(reinterpret_cast<void*>(address), &info, reinterpret_cast<void**>(&object), RTLD_DL_LINKMAP) == 0 ||
+      info.dli_fbase == nullptr) {
+    return s;
+  }
   s.base = reinterpret_cast<uintptr_t>(info.dli_fbase);
+  if (!g.maps_fresh) g.maps_fresh = ReadMaps(&g.maps);
+  const Mapping* m = FindMapping(g.maps, address);
+  std::string local;
+  uintptr_t local_start = 0;
   if (info.dli_sname != nullptr && info.dli_saddr != nullptr) {
     s.symbol = Demangle(info.dli_sname);
     s.base = reinterpret_cast<uintptr_t>(info.dli_saddr);
+  } else if (m != nullptr && object != nullptr && address >= object->l_addr &&
+             FileSymbol(*m, address - object->l_addr, &local, &local_start)) {
+    // Not exported: named from the file's own symbol table.
+    s.symbol = Demangle(local.c_str());
+    s.base = local_start + object->l_addr;
   }
-  if (!g.maps_fresh) g.maps_fresh = ReadMaps(&g.maps);
-  const Mapping* m = FindMapping(g.maps, address);
   if (m != nullptr && !m->path.empty() && m->path[0] == '/') {
     s.module = m->path;
   } else if (info.dli_fname != nullptr && info.dli_fname[0] != '\0') {

@@ -11,8 +11,8 @@ export interface SpawnOptions {
   blockSignals?: boolean;
   /** End by themselves after this many ms (default: wait for stop()). */
   lifetimeMs?: number;
-  /** 'pthread' (default) or 'std' (std::thread). */
-  kind?: 'pthread' | 'std';
+  /** 'pthread' (default), 'std' (std::thread) or 'local' (a pthread entry that is not exported). */
+  kind?: 'pthread' | 'std' | 'local';
   /** Sleep in nanosleep(sleepMs) in a loop instead of parking; see stats(). */
   sleepMs?: number;
   /** The threads' stack size (pthreads only). */

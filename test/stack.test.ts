@@ -1,5 +1,7 @@
 import { spawn } from 'node:child_process';
-import { readdirSync, realpathSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readdirSync, realpathSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
@@ -58,6 +60,47 @@ describe('threadStack() of a fixture thread', () => {
     for (const tid of tids) {
       const stack = threadStack(tid);
       expect([stack.error, stack.module, stack.startRoutine]).toEqual([undefined, SPAWNER, 'spawner_thread_main']);
+    }
+  });
+});
+
+describe('functions that are not exported', () => {
+  it('names a static start routine from the file’s symbol table, probed or read from the kernel', async () => {
+    const { tids } = start({ count: 1, kind: 'local' });
+    for (const timeoutMs of [1000, 0]) {
+      // The kernel shows a stack only once the thread is off CPU again (it
+      // may still be returning from the probe): look until it does.
+      let stack!: NativeStack;
+      expect(await waitUntil(() => (stack = threadStack(tids[0]!, { timeoutMs })).frames.length > 0)).toBe(true);
+      expect(stack.module).toBe(SPAWNER);
+      expect(stack.startRoutine).toBe('spawner_local_thread_main(void*)');
+      const entry = stack.frames.find((f) => f.symbol === stack.startRoutine)!;
+      expect(entry.module).toBe(SPAWNER);
+      expect(entry.offset).toBeGreaterThan(0);
+      expect(entry.offset).toBeLessThan(64);
+    }
+  });
+
+  it('never names a function from a file that replaced the mapped one on disk', () => {
+    // A copy of the fixture is loaded, then its file is replaced by another
+    // ELF file (the threadleak addon) with other functions at those addresses.
+    const dir = mkdtempSync(join(tmpdir(), 'threadleak-symtab-'));
+    const copy = join(dir, 'spawner-copy.node');
+    copyFileSync(SPAWNER, copy);
+    const loaded = { exports: {} as typeof spawner };
+    process.dlopen(loaded, copy);
+    const { handle, tids } = loaded.exports.start({ count: 1, kind: 'local' });
+    try {
+      rmSync(copy);
+      copyFileSync(join(ROOT, 'build/Release/threadleak.node'), copy);
+      const stack = threadStack(tids[0]!);
+      expect(stack.error).toBeUndefined();
+      expect(stack.module).toBe(copy);
+      expect(stack.startRoutine).toBeUndefined();
+      expect(stack.frames.filter((f) => f.module === copy).map((f) => f.symbol)).not.toContain('spawner_local_thread_main(void*)');
+    } finally {
+      loaded.exports.stop(handle);
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

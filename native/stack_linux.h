@@ -146,6 +146,10 @@ void UnwindHere(std::vector<RawFrame>* raw);
 // False when unknown. Call with Symbolize's lock held.
 bool FileSymbol(const Mapping& mapping, uintptr_t file_address, std::string* name, uintptr_t* start);
 
+// The path of the object loaded at `address` ('' when none is), from the maps
+// Symbolize keeps (read again after a load or unload, not for JIT code).
+std::string LoadedPath(uintptr_t address);
+
 // Turns raw frames into StackFrames: dladdr for symbols (outside any signal
 // handler: it takes the loader lock), /proc/self/maps for absolute module paths.
 void Symbolize(const std::vector<RawFrame>& raw, std::vector<StackFrame>* out);

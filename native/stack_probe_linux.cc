@@ -34,6 +34,11 @@
 //    thread's stack grows on demand, so there is no such check there.)
 //  - The handler blocks every signal while it runs, its own included, so
 //    probes never nest on the target's stack.
+//  - The unwinder stops at the first frame without unwind tables (hand
+//    written assembly, code built without them: libvips's glib stops at
+//    g_cond_wait_until), short of the thread's entry. When the last frame
+//    reached is not the C runtime's thread start, the stack above it is
+//    scanned (live, after the handler) for the rest.
 //  - This state is never destroyed: a Worker may capture a stack while the
 //    process exits and runs static destructors.
 #include <dlfcn.h>
@@ -78,6 +83,7 @@ struct Slot {
   bool has_registers = false;
   uintptr_t pc = 0, sp = 0;
   int count = 0;
+  uintptr_t last_sp = 0;           // the stack pointer in the outermost unwound frame
   uintptr_t frames[kMaxFrames];
   bool exact[kMaxFrames];
   size_t copied = 0;
@@ -132,6 +138,7 @@ struct Walk {
   int count;
   uintptr_t start_pc;  // 0: record from the first frame
   bool started;
+  uintptr_t last_sp;   // the CFA the unwinder had reached: the SP in the last frame recorded
 };
 
 _Unwind_Reason_Code Collect(struct _Unwind_Context* context, void* arg) {
@@ -145,7 +152,19 @@ _Unwind_Reason_Code Collect(struct _Unwind_Context* context, void* arg) {
   if (ip == 0 || walk->count >= walk->capacity) return _URC_END_OF_STACK;
   walk->exact[walk->count] = before_insn != 0;
   walk->frames[walk->count++] = ip;
+  walk->last_sp = _Unwind_GetCFA(context);
   return _URC_NO_REASON;
+}
+
+// True for the C runtime that starts threads (glibc's libc, or its
+// libpthread before 2.34; musl's libc): a thread's outermost frames are in it.
+bool IsThreadEntryRuntime(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  for (const char* prefix : {"libc.so", "libpthread.so", "libc.musl-", "ld-musl-"}) {
+    if (name.compare(0, strlen(prefix), prefix) == 0) return true;
+  }
+  return false;
 }
 
 // True when kUnwindBytes of stack are left below the caller (the handler).
@@ -172,9 +191,10 @@ void Handler(int sig, siginfo_t* info, void* context) {
   }
   slot->has_registers = RegistersFrom(context, &slot->pc, &slot->sp);
   if (slot->unwind && slot->has_registers && (!slot->check_room || RoomToUnwind())) {
-    Walk walk{slot->frames, slot->exact, kMaxFrames, 0, slot->pc, false};
+    Walk walk{slot->frames, slot->exact, kMaxFrames, 0, slot->pc, false, 0};
     _Unwind_Backtrace(Collect, &walk);
     slot->count = walk.count;
+    slot->last_sp = walk.last_sp;
   }
   // The unwinder stopped at once (JIT code has no unwind tables) or was not
   // used: keep the raw stack for a scan.
@@ -221,7 +241,7 @@ void Install() {
   // Warm up everything the handler calls.
   uintptr_t frames[4];
   bool exact[4];
-  Walk walk{frames, exact, 4, 0, 0, false};
+  Walk walk{frames, exact, 4, 0, 0, false, 0};
   _Unwind_Backtrace(Collect, &walk);
   unsigned char probe[16];
   CopyOwnMemory(reinterpret_cast<uintptr_t>(&walk), probe, sizeof probe);
@@ -295,6 +315,7 @@ bool Probe(pid_t tid, bool check_room, int64_t deadline, std::vector<RawFrame>* 
   slot->check_room = check_room;
   slot->has_registers = false;
   slot->count = 0;
+  slot->last_sp = 0;
   slot->copied = 0;
   slot->done.store(0, std::memory_order_relaxed);
   slot->claim.store(token, std::memory_order_release);  // armed
@@ -353,6 +374,17 @@ bool Probe(pid_t tid, bool check_room, int64_t deadline, std::vector<RawFrame>* 
   if (slot->copied > 0) {
     std::vector<Mapping> maps;
     if (ReadMaps(&maps)) ScanStack(slot->sp, slot->stack, slot->copied, maps, raw);
+  } else if (slot->count > 1 && slot->last_sp != 0 && tid != getpid()) {
+    // Unwound, but did it reach the thread's entry? A thread's outermost
+    // frames are the C runtime's (start_thread, clone). When the last frame
+    // is elsewhere the unwinder stopped at code without unwind tables: scan
+    // the stack on from there for the frames it could not reach. The thread
+    // runs again by now; it is read where it was only if it is still there,
+    // which a parked thread is, and the scanned frames say so.
+    std::vector<Mapping> maps;
+    if (!IsThreadEntryRuntime(LoadedPath(slot->frames[slot->count - 1])) && ReadMaps(&maps)) {
+      ScanStack(slot->last_sp, nullptr, 0, maps, raw);
+    }
   }
   slot->claim.store(0, std::memory_order_release);  // idle
   g.answered[g.next_answered++ % (sizeof g.answered / sizeof g.answered[0])] = {tid, NowNs()};
@@ -362,7 +394,7 @@ bool Probe(pid_t tid, bool check_room, int64_t deadline, std::vector<RawFrame>* 
 void UnwindHere(std::vector<RawFrame>* raw) {
   uintptr_t frames[kMaxFrames];
   bool exact[kMaxFrames];
-  Walk walk{frames, exact, kMaxFrames, 0, 0, false};
+  Walk walk{frames, exact, kMaxFrames, 0, 0, false, 0};
   _Unwind_Backtrace(Collect, &walk);
   for (int i = 0; i < walk.count; i++) {
     RawFrame f;

@@ -111,10 +111,8 @@ void Clear() {
   g.bytes = 0;
 }
 
-}  // namespace
-
-void Symbolize(const std::vector<RawFrame>& raw, std::vector<StackFrame>* out) {
-  std::lock_guard<std::mutex> lock(g.mutex);
+// With g.mutex held: forgets what a load or unload since the last call made stale.
+void DropStale() {
   unsigned long long counters[2] = {0, 0};
   dl_iterate_phdr(LoaderCounters, counters);
   if (counters[0] != g.loads || counters[1] != g.unloads) {
@@ -123,6 +121,21 @@ void Symbolize(const std::vector<RawFrame>& raw, std::vector<StackFrame>* out) {
     g.loads = counters[0];
     g.unloads = counters[1];
   }
+}
+
+}  // namespace
+
+std::string LoadedPath(uintptr_t address) {
+  std::lock_guard<std::mutex> lock(g.mutex);
+  DropStale();
+  if (!g.maps_fresh) g.maps_fresh = ReadMaps(&g.maps);
+  const Mapping* m = FindMapping(g.maps, address);
+  return m != nullptr ? m->path : std::string();
+}
+
+void Symbolize(const std::vector<RawFrame>& raw, std::vector<StackFrame>* out) {
+  std::lock_guard<std::mutex> lock(g.mutex);
+  DropStale();
   for (const RawFrame& r : raw) {
     // A return address points after the call, possibly past the end of the
     // calling function (a noreturn call): look up the call itself.

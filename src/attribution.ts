@@ -22,7 +22,9 @@
 // wrong or missing, as in the libvips that sharp ships, whose idle threads
 // unwind only to g_cond_wait_until -- and the outermost frame it reached is
 // then just the deepest known one, not the function the thread was started
-// with. The module is still given: it is the code the thread was seen in.
+// with (the Linux probe scans on from there, which usually reaches the entry,
+// but a scan can fall short too). The module is still given: it is the code
+// the thread was seen in.
 
 /** The fields of a frame that attribution reads. */
 export interface AttributableFrame {

@@ -11,8 +11,12 @@ export interface SpawnOptions {
   blockSignals?: boolean;
   /** End by themselves after this many ms (default: wait for stop()). */
   lifetimeMs?: number;
-  /** 'pthread' (default), 'std' (std::thread) or 'local' (a pthread entry that is not exported). */
-  kind?: 'pthread' | 'std' | 'local';
+  /**
+   * 'pthread' (default), 'std' (std::thread), 'local' (a pthread entry that is
+   * not exported) or 'nocfi' (a pthread whose body is called through code
+   * without unwind tables).
+   */
+  kind?: 'pthread' | 'std' | 'local' | 'nocfi';
   /** Sleep in nanosleep(sleepMs) in a loop instead of parking; see stats(). */
   sleepMs?: number;
   /** The threads' stack size (pthreads only). */

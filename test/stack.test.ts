@@ -105,6 +105,33 @@ describe('functions that are not exported', () => {
   });
 });
 
+describe('code without unwind tables', () => {
+  it('scans on from where the unwinder stopped, up to the thread’s entry', () => {
+    const { tids } = start({ count: 1, kind: 'nocfi' });
+    const stack = threadStack(tids[0]!);
+    expect(stack.error).toBeUndefined();
+    const names = symbols(stack);
+    // Unwound down to the trampoline, which has no unwind tables...
+    const trampoline = names.indexOf('spawner_nocfi_trampoline');
+    expect(trampoline).toBe(names.indexOf('spawner_thread_body') + 1);
+    expect(stack.frames.slice(0, trampoline + 1).every((f) => f.scanned === undefined)).toBe(true);
+    // ...then scanned: the entry it was called from, and the C runtime's thread start.
+    const entry = names.indexOf('spawner_nocfi_thread_main');
+    expect(entry).toBeGreaterThan(trampoline);
+    expect(stack.frames.slice(trampoline + 1).every((f) => f.scanned === true)).toBe(true);
+    expect(stack.frames.at(-1)!.module).toMatch(/\/libc\.so/);
+    expect([stack.module, stack.startRoutine]).toEqual([SPAWNER, 'spawner_nocfi_thread_main']);
+  });
+
+  it('does not scan a stack that was unwound to the thread’s entry', () => {
+    const { tids } = start({ count: 1 });
+    const stack = threadStack(tids[0]!);
+    expect(stack.error).toBeUndefined();
+    expect(stack.frames.length).toBeGreaterThan(2);
+    expect(stack.frames.filter((f) => f.scanned)).toEqual([]);
+  });
+});
+
 describe('threads that cannot answer the probe', () => {
   it('reports a thread that blocks every signal without waiting, with scanned frames from its stack', () => {
     const { tids } = start({ count: 1, blockSignals: true });

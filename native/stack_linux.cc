@@ -34,7 +34,10 @@
 //    waits for unblocked while it waits, so SigBlk shows nothing blocked, and
 //    a probe sent then is taken by the thread as one of its own signals (a
 //    signal-handling thread may even treat it as a request to exit). Such a
-//    thread is reported as blocking the probe.
+//    thread is reported as blocking the probe, and remembered: out of its
+//    wait it blocks every signal, and would take a probe sent then in its
+//    next wait. For the same reason the mask is read once more, last, before
+//    any probe.
 //  - The handler blocks every signal while it runs, its own included; SigBlk
 //    shows that mask, so a thread that is answering another capture's probe
 //    (a Worker's: captures from several threads wait for each other) looks as
@@ -118,6 +121,57 @@ bool WaitUnblocked(pid_t tid, int sig, int64_t deadline, linux_stack::ThreadStat
   return false;
 }
 
+// Threads seen waiting in sigwaitinfo()/sigtimedwait(), by tid and start
+// time: they are never probed again. Such a thread is out of its wait only
+// for moments, with every signal blocked, and a probe sent in one of them is
+// taken by its next wait; the checks of one capture can miss that moment, a
+// thread known to take signals is not given the chance. Guarded by ProbeMutex().
+struct SignalTaker {
+  pid_t tid;
+  uint64_t start_ticks;
+};
+SignalTaker g_signal_takers[64] = {};
+unsigned g_next_signal_taker = 0;
+
+bool KnownSignalTaker(pid_t tid) {
+  for (const SignalTaker& t : g_signal_takers) {
+    if (t.tid == tid) return t.start_ticks == linux_stack::ThreadStartTicks(tid);
+  }
+  return false;
+}
+
+void RememberSignalTaker(pid_t tid) {
+  const uint64_t start_ticks = linux_stack::ThreadStartTicks(tid);
+  if (start_ticks == 0) return;
+  for (SignalTaker& t : g_signal_takers) {
+    if (t.tid == tid) {
+      t.start_ticks = start_ticks;
+      return;
+    }
+  }
+  g_signal_takers[g_next_signal_taker++ % (sizeof g_signal_takers / sizeof g_signal_takers[0])] = {tid, start_ticks};
+}
+
+constexpr char kTakesSignals[] =
+    "it waits for signals with sigwaitinfo() or sigtimedwait(), which would take the probe as its own";
+
+// The last check before a probe: the checks took several reads, and the
+// thread may have moved on meanwhile. One that takes its signals with
+// sigwaitinfo() has them unblocked only while it waits; once out of the wait
+// (or waiting to run again on a busy machine) it blocks them again, and would
+// take the probe in its next wait. Its mask, read last, decides.
+bool StillUnblocked(pid_t tid, int sig, linux_stack::ThreadStatus* status, StackResult* result) {
+  if (linux_stack::ReadThreadStatus(tid, status) != 0) {
+    result->error = "exited";
+    return false;
+  }
+  if (status->blocked & (1ull << (sig - 1))) {
+    result->error = "signal-blocked";
+    return false;
+  }
+  return true;
+}
+
 // The checks before a probe, with ProbeMutex() held: true when `tid` may be
 // probed, else result->error (and detail) say why not.
 bool MayProbe(pid_t tid, int sig, int64_t deadline, linux_stack::ThreadStatus* status, StackResult* result) {
@@ -128,6 +182,11 @@ bool MayProbe(pid_t tid, int sig, int64_t deadline, linux_stack::ThreadStatus* s
       result->error = "exited";
       return false;
     }
+  }
+  if (KnownSignalTaker(tid)) {
+    result->error = "signal-blocked";
+    result->detail = kTakesSignals;
+    return false;
   }
   if (status->state == 'T' || status->state == 't') {
     result->error = "stopped";
@@ -150,13 +209,16 @@ bool MayProbe(pid_t tid, int sig, int64_t deadline, linux_stack::ThreadStatus* s
   for (;;) {
     const linux_stack::KernelRegisters got = linux_stack::ReadKernelRegisters(tid, &view);
     if (got == linux_stack::KernelRegisters::kKnown) break;
-    if (got == linux_stack::KernelRegisters::kUnavailable || linux_stack::NowNs() >= settle_until) return true;
+    if (got == linux_stack::KernelRegisters::kUnavailable || linux_stack::NowNs() >= settle_until) {
+      return StillUnblocked(tid, sig, status, result);
+    }
     struct timespec pause = {0, 50000};
     nanosleep(&pause, nullptr);
   }
   if (WaitsForSignals(view.syscall)) {
+    RememberSignalTaker(tid);
     result->error = "signal-blocked";
-    result->detail = "it waits for signals with sigwaitinfo() or sigtimedwait(), which would take the probe as its own";
+    result->detail = kTakesSignals;
     return false;
   }
   if (tid != getpid() && linux_stack::OwnMemoryReadable()) {
@@ -169,7 +231,7 @@ bool MayProbe(pid_t tid, int sig, int64_t deadline, linux_stack::ThreadStatus* s
       return false;
     }
   }
-  return true;
+  return StillUnblocked(tid, sig, status, result);
 }
 
 // The calling thread: unwind here, then drop this addon's own frames.

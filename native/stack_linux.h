@@ -60,6 +60,10 @@ struct ThreadStatus {
 // (ENOENT/ESRCH: no such thread in this process).
 int ReadThreadStatus(pid_t tid, ThreadStatus* status);
 
+// The thread's start time in clock ticks since boot (field 22 of its stat):
+// with the tid, an identity that survives tid reuse. 0 when unreadable.
+uint64_t ThreadStartTicks(pid_t tid);
+
 // True while /proc/self/task/TID exists.
 bool ThreadExists(pid_t tid);
 

@@ -137,6 +137,19 @@ int ReadThreadStatus(pid_t tid, ThreadStatus* status) {
   return 0;
 }
 
+uint64_t ThreadStartTicks(pid_t tid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/self/task/%d/stat", static_cast<int>(tid));
+  ssize_t n = ReadSmallFile(path, buf, sizeof buf - 1);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  // The name (field 2) may hold spaces and parentheses: count from its last ')'.
+  const char* p = strrchr(buf, ')');
+  if (p == nullptr) return 0;
+  for (int field = 2; field < 22 && p != nullptr; field++) p = strchr(p + 1, ' ');
+  return p != nullptr ? strtoull(p + 1, nullptr, 10) : 0;
+}
+
 bool ThreadExists(pid_t tid) {
   char path[48];
   snprintf(path, sizeof path, "/proc/self/task/%d", static_cast<int>(tid));

@@ -1,7 +1,7 @@
 // The only module that loads the native addon. Everything else imports the
 // typed functions below; the addon's raw shapes stay private to this file.
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { unsupportedPlatformError } from './errors.js';
 
 /** An OS failure as the addon reports it: data, not an exception. */
@@ -63,9 +63,10 @@ let addon: Addon | undefined;
 function load(): Addon {
   if (addon) return addon;
   if (!SUPPORTED_PLATFORMS.has(process.platform)) throw unsupportedPlatformError(process.platform);
-  const require = createRequire(import.meta.url);
-  const nodeGypBuild = require('node-gyp-build') as (dir: string) => Addon;
-  addon = nodeGypBuild(fileURLToPath(new URL('..', import.meta.url)));
+  // The package is CommonJS (the ES module entry re-exports it): __filename
+  // is this file, in dist/ (or src/ under a test runner).
+  const nodeGypBuild = createRequire(__filename)('node-gyp-build') as (dir: string) => Addon;
+  addon = nodeGypBuild(join(__dirname, '..'));
   return addon;
 }
 

@@ -161,6 +161,9 @@ describe('the packed package', () => {
       'binding.gyp',
       'dist/index.js',
       'dist/index.d.ts',
+      'dist/index.mjs',
+      'dist/index.d.mts',
+      'dist/package.json',
       'native/addon.cc',
       'native/threads.h',
       'native/threads_linux.cc',
@@ -175,12 +178,58 @@ describe('the packed package', () => {
     const pkgDir = join(app, 'node_modules', 'threadleak');
     expect(existsSync(join(pkgDir, 'build'))).toBe(false);
     const manifest = JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8'));
-    expect(Object.keys(manifest.exports['.'])[0]).toBe('types');
-    expect(existsSync(join(pkgDir, manifest.exports['.'].types))).toBe(true);
-    expect(existsSync(join(pkgDir, manifest.exports['.'].default))).toBe(true);
+    expect(Object.keys(manifest.exports['.'])).toEqual(['import', 'require']);
+    for (const condition of ['import', 'require']) {
+      const target = manifest.exports['.'][condition];
+      expect(Object.keys(target)).toEqual(['types', 'default']);
+      expect(existsSync(join(pkgDir, target.types))).toBe(true);
+      expect(existsSync(join(pkgDir, target.default))).toBe(true);
+    }
     // The prebuild that was installed is the one this tree holds, byte for byte.
     expect(sha256(join(pkgDir, 'prebuilds', platformDir, 'threadleak.node'))).toBe(sha256(prebuild));
   });
+
+  it('gives import and require one module instance with the same exports, on Node versions without require(esm) too', async () => {
+    // Jest's module system and Node before 20.19/22.12 cannot require an ES
+    // module: the package is CommonJS, its ES entry re-exports it.
+    const source = `
+      import { createRequire } from 'node:module';
+      import * as imported from 'threadleak';
+      const required = createRequire(import.meta.url)('threadleak');
+      const names = (m) => Object.keys(m).filter((k) => k !== '__esModule' && k !== 'default').sort();
+      console.log(JSON.stringify({
+        imported: Object.keys(imported).filter((k) => k !== 'default').sort(),
+        required: names(required),
+        same: names(required).every((k) => imported[k] === required[k]),
+        kind: typeof required.noThreadLeaks,
+      }));
+    `;
+    const { stdout } = await run(process.execPath, ['--no-experimental-require-module', '--input-type=module', '-e', source], app);
+    const result = JSON.parse(stdout.trim().split('\n').at(-1)!);
+    expect(result.imported).toEqual(result.required);
+    expect(result.required).toEqual(expect.arrayContaining(['LeakTracker', 'ThreadLeakError', 'noThreadLeaks', 'threadStack', 'threads']));
+    expect(result.same).toBe(true);
+    expect(result.kind).toBe('function');
+  }, 30_000);
+
+  it('type-checks for an ES module and a CommonJS consumer (TypeScript, module nodenext)', async () => {
+    const use = `
+      const scope = noThreadLeaks({ action: 'raise', gracePeriodMs: 10 });
+      const leaked: readonly LeakedThread[] = [];
+      const stack: NativeStack = threadStack(threads()[0]!.id);
+      export const all = [scope, leaked, stack, new LeakTracker(), ThreadLeakError] as const;
+    `;
+    const names = '{ LeakTracker, noThreadLeaks, ThreadLeakError, threads, threadStack, type LeakedThread, type NativeStack }';
+    writeFileSync(join(app, 'esm.mts'), `import ${names} from 'threadleak';\n${use}`);
+    writeFileSync(join(app, 'cjs.cts'), `import ${names} from 'threadleak';\n${use}`);
+    const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
+    const args = [tsc, '--noEmit', '--strict', '--module', 'nodenext', '--target', 'es2022', '--types', 'node',
+      '--typeRoots', join(root, 'node_modules', '@types'), 'esm.mts', 'cjs.cts'];
+    await run(process.execPath, args, app);
+    // And it does catch a mistake: an option that does not exist.
+    writeFileSync(join(app, 'bad.mts'), `import { noThreadLeaks } from 'threadleak';\nnoThreadLeaks({ acton: 'raise' });\n`);
+    await expect(run(process.execPath, [...args.slice(0, -2), 'bad.mts'], app)).rejects.toThrow(/acton/);
+  }, 60_000);
 
   for (const [how, source] of Object.entries(probes)) {
     it(`loads with ${how} in a fresh node process and lists its threads from the prebuild`, async () => {

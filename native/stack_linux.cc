@@ -121,6 +121,13 @@ bool WaitUnblocked(pid_t tid, int sig, int64_t deadline, linux_stack::ThreadStat
   return false;
 }
 
+// True when the thread blocks the probe signal, unless only because it is
+// still returning from the handler of a probe it answered (then waited out).
+bool BlocksProbe(pid_t tid, int sig, int64_t deadline, linux_stack::ThreadStatus* status) {
+  return (status->blocked & (1ull << (sig - 1))) &&
+         !(linux_stack::AnsweredRecently(tid) && WaitUnblocked(tid, sig, deadline, status));
+}
+
 // Threads seen waiting in sigwaitinfo()/sigtimedwait(), by tid and start
 // time: they are never probed again. Such a thread is out of its wait only
 // for moments, with every signal blocked, and a probe sent in one of them is
@@ -160,12 +167,12 @@ constexpr char kTakesSignals[] =
 // sigwaitinfo() has them unblocked only while it waits; once out of the wait
 // (or waiting to run again on a busy machine) it blocks them again, and would
 // take the probe in its next wait. Its mask, read last, decides.
-bool StillUnblocked(pid_t tid, int sig, linux_stack::ThreadStatus* status, StackResult* result) {
+bool StillUnblocked(pid_t tid, int sig, int64_t deadline, linux_stack::ThreadStatus* status, StackResult* result) {
   if (linux_stack::ReadThreadStatus(tid, status) != 0) {
     result->error = "exited";
     return false;
   }
-  if (status->blocked & (1ull << (sig - 1))) {
+  if (BlocksProbe(tid, sig, deadline, status)) {
     result->error = "signal-blocked";
     return false;
   }
@@ -197,8 +204,7 @@ bool MayProbe(pid_t tid, int sig, int64_t deadline, linux_stack::ThreadStatus* s
     result->error = "uninterruptible";
     return false;
   }
-  if ((status->blocked & (1ull << (sig - 1))) &&
-      !(linux_stack::AnsweredRecently(tid) && WaitUnblocked(tid, sig, deadline, status))) {
+  if (BlocksProbe(tid, sig, deadline, status)) {
     result->error = "signal-blocked";
     return false;
   }
@@ -210,7 +216,7 @@ bool MayProbe(pid_t tid, int sig, int64_t deadline, linux_stack::ThreadStatus* s
     const linux_stack::KernelRegisters got = linux_stack::ReadKernelRegisters(tid, &view);
     if (got == linux_stack::KernelRegisters::kKnown) break;
     if (got == linux_stack::KernelRegisters::kUnavailable || linux_stack::NowNs() >= settle_until) {
-      return StillUnblocked(tid, sig, status, result);
+      return StillUnblocked(tid, sig, deadline, status, result);
     }
     struct timespec pause = {0, 50000};
     nanosleep(&pause, nullptr);
@@ -231,7 +237,7 @@ bool MayProbe(pid_t tid, int sig, int64_t deadline, linux_stack::ThreadStatus* s
       return false;
     }
   }
-  return StillUnblocked(tid, sig, status, result);
+  return StillUnblocked(tid, sig, deadline, status, result);
 }
 
 // The calling thread: unwind here, then drop this addon's own frames.

@@ -63,11 +63,15 @@ function basename(path: string): string {
   return slash < 0 ? path : path.slice(slash + 1);
 }
 
+/**
+ * One native frame: `symbol+0xoffset (module)`, or, with no symbol,
+ * `address (module+0xoffset)` — the offset from the module's load base, which
+ * `addr2line -f -C -e <module> <offset>` resolves.
+ */
 export function formatFrame(frame: { address: string; symbol?: string; module?: string; offset?: number; scanned?: boolean }): string {
-  const where = frame.symbol
-    ? `${frame.symbol}${frame.offset !== undefined ? `+0x${frame.offset.toString(16)}` : ''}`
-    : frame.address;
-  const module = frame.module ? ` (${frame.module})` : '';
+  const offset = frame.offset !== undefined ? `+0x${frame.offset.toString(16)}` : '';
+  const where = frame.symbol ? `${frame.symbol}${offset}` : frame.address;
+  const module = frame.module ? ` (${frame.module}${frame.symbol ? '' : offset})` : '';
   return `${where}${module}${frame.scanned ? ' [scanned]' : ''}`;
 }
 

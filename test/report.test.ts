@@ -1,6 +1,6 @@
 // Message formats that real packages bring out (the field test's findings).
 import { describe, expect, it } from 'vitest';
-import { formatStackError, formatThreadLeaks } from '../src/report.js';
+import { formatFrame, formatStackError, formatThreadLeaks } from '../src/report.js';
 
 describe('formatThreadLeaks: a Worker created inside a dependency', () => {
   const worker = (creationStack: string) => ({
@@ -60,5 +60,16 @@ describe('formatStackError', () => {
       platform: 'linux',
     });
     expect(text).toMatch(/^thread 4242 is too close to the end of its stack for the stack probe \(signal 64\) to run safely on it: only 3000 bytes/);
+  });
+});
+
+describe('formatFrame', () => {
+  it('names a frame by symbol and offset, or by its offset in the module for addr2line', () => {
+    const libc = '/usr/lib/x86_64-linux-gnu/libc.so.6';
+    expect(formatFrame({ address: '0x7f0abe71f829', symbol: 'syscall', module: libc, offset: 25 })).toBe(`syscall+0x19 (${libc})`);
+    expect(formatFrame({ address: '0x7f0abe6a71f5', module: libc, offset: 561653, scanned: true })).toBe(
+      `0x7f0abe6a71f5 (${libc}+0x891f5) [scanned]`,
+    );
+    expect(formatFrame({ address: '0x3e1c0a4b2f00' })).toBe('0x3e1c0a4b2f00');
   });
 });

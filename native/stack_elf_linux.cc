@@ -17,15 +17,16 @@
 //  - Most prebuilt .node files and distribution libraries are stripped: no
 //    .symtab. The module is remembered as having none and never read again.
 //  - The file on disk may not be the one mapped (a package reinstalled while
-//    the process runs): it is read only when its device and inode are those
-//    /proc/self/maps shows for the mapping, checked again at every read.
+//    the process runs): it is read only when its inode is the one
+//    /proc/self/maps shows for the mapping, checked again at every read. Not
+//    its device: on overlayfs (containers) kernels before 6.8 show the
+//    underlying file system's device there, not the one stat() returns.
 //  - Symbols are addresses in the file; the caller subtracts the load bias.
 //  - Only functions with a size are kept: a lookup must land inside one.
 #include <elf.h>
 #include <fcntl.h>
 #include <link.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -63,9 +64,9 @@ struct ModuleSymbols {
 
 struct Key {
   std::string path;
-  uint64_t dev, inode;
+  uint64_t inode;
   bool operator<(const Key& o) const {
-    return std::tie(inode, dev, path) < std::tie(o.inode, o.dev, o.path);
+    return std::tie(inode, path) < std::tie(o.inode, o.path);
   }
 };
 
@@ -88,8 +89,7 @@ int OpenMapped(const Key& key, uint64_t* file_size) {
   int fd = open(key.path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -1;
   struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_ino) != key.inode ||
-      static_cast<uint64_t>(st.st_dev) != key.dev) {
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_ino) != key.inode) {
     close(fd);
     return -1;
   }
@@ -175,7 +175,7 @@ const ModuleSymbols* Find(const Key& key) {
 
 bool FileSymbol(const Mapping& mapping, uintptr_t file_address, std::string* name, uintptr_t* start) {
   if (mapping.path.empty() || mapping.path[0] != '/' || mapping.inode == 0) return false;
-  const Key key{mapping.path, mapping.dev, mapping.inode};
+  const Key key{mapping.path, mapping.inode};
   const ModuleSymbols* module = Find(key);
   if (module == nullptr || module->functions.empty()) return false;
   const auto& fns = module->functions;

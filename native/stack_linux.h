@@ -44,8 +44,7 @@ struct Mapping {
   bool readable = false;
   bool executable = false;
   std::string path;  // '' for anonymous mappings; "[stack]", "[vdso]"... for special ones
-  uint64_t dev = 0;    // the mapped file's device (as stat's st_dev) and inode; 0: none
-  uint64_t inode = 0;
+  uint64_t inode = 0;  // the mapped file's inode; 0: none
 };
 
 // The fields of /proc/self/task/TID/status that the probe needs.

@@ -25,7 +25,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/syscall.h>
-#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -201,16 +200,12 @@ bool ReadMaps(std::vector<Mapping>* maps) {
     std::string line = text.substr(pos, eol - pos);
     pos = eol + 1;
     unsigned long start, end, inode = 0;
-    unsigned int major = 0, minor = 0;
     char perms[5] = {0};
     int path_at = -1;
-    if (sscanf(line.c_str(), "%lx-%lx %4s %*s %x:%x %lu %n", &start, &end, perms, &major, &minor, &inode, &path_at) < 3) {
-      continue;
-    }
+    if (sscanf(line.c_str(), "%lx-%lx %4s %*s %*s %lu %n", &start, &end, perms, &inode, &path_at) < 3) continue;
     Mapping m;
     m.start = start;
     m.end = end;
-    m.dev = makedev(major, minor);
     m.inode = inode;
     m.readable = perms[0] == 'r';
     m.executable = perms[2] == 'x';

@@ -204,7 +204,9 @@ describe('the packed package', () => {
         kind: typeof required.noThreadLeaks,
       }));
     `;
-    const { stdout } = await run(process.execPath, ['--no-experimental-require-module', '--input-type=module', '-e', source], app);
+    // Where Node can require() an ES module, turn that off (Node 21 never could).
+    const flag = process.allowedNodeEnvironmentFlags.has('--no-experimental-require-module') ? ['--no-experimental-require-module'] : [];
+    const { stdout } = await run(process.execPath, [...flag, '--input-type=module', '-e', source], app);
     const result = JSON.parse(stdout.trim().split('\n').at(-1)!);
     expect(result.imported).toEqual(result.required);
     expect(result.required).toEqual(expect.arrayContaining(['LeakTracker', 'ThreadLeakError', 'noThreadLeaks', 'threadStack', 'threads']));

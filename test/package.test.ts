@@ -23,7 +23,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -42,8 +42,13 @@ function childEnv(): NodeJS.ProcessEnv {
 }
 
 function run(command: string, args: string[], cwd: string): Promise<{ stdout: string; stderr: string }> {
+  return runIn(command, args, cwd, {});
+}
+
+/** `run` with some variables of the child's environment replaced. */
+function runIn(command: string, args: string[], cwd: string, env: NodeJS.ProcessEnv): Promise<{ stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    execFile(command, args, { cwd, env: childEnv(), maxBuffer: 64 << 20 }, (error, stdout, stderr) => {
+    execFile(command, args, { cwd, env: { ...childEnv(), ...env }, maxBuffer: 64 << 20 }, (error, stdout, stderr) => {
       if (error) {
         reject(new Error(`${command} ${args.join(' ')} (in ${cwd}) failed: ${error.message}\n${stdout}\n${stderr}`));
       } else {
@@ -164,6 +169,7 @@ describe('the packed package', () => {
       'dist/index.mjs',
       'dist/index.d.mts',
       'dist/package.json',
+      'scripts/install.js',
       'native/addon.cc',
       'native/threads.h',
       'native/threads_linux.cc',
@@ -188,6 +194,27 @@ describe('the packed package', () => {
     // The prebuild that was installed is the one this tree holds, byte for byte.
     expect(sha256(join(pkgDir, 'prebuilds', platformDir, 'threadleak.node'))).toBe(sha256(prebuild));
   });
+
+  it('install script: uses the prebuild on Linux, and builds nothing where there is no backend yet', async () => {
+    const pkgDir = join(app, 'node_modules', 'threadleak');
+    // node-gyp-build first asks node-gyp-build-test whether a binary loads:
+    // seen through a stand-in that records the call and answers yes.
+    const bin = join(tmp, 'bin');
+    mkdirSync(bin, { recursive: true });
+    const marker = join(tmp, 'asked');
+    writeFileSync(join(bin, 'node-gyp-build-test'), `#!/bin/sh\necho "$PWD" > '${marker}'\n`, { mode: 0o755 });
+    await runIn(process.execPath, ['scripts/install.js'], pkgDir, { PATH: `${bin}:${process.env.PATH}` });
+    expect(readFileSync(marker, 'utf8').trim()).toBe(pkgDir);
+    expect(existsSync(join(pkgDir, 'build'))).toBe(false);
+    // As on Windows or macOS: nothing compiled, nothing failed.
+    const elsewhere = join(tmp, 'elsewhere.mjs');
+    writeFileSync(elsewhere, "Object.defineProperty(process, 'platform', { value: 'win32' });\n");
+    const { stdout } = await runIn(process.execPath, ['--import', pathToFileURL(elsewhere).href, 'scripts/install.js'], pkgDir, {
+      PATH: '/nonexistent', // no node-gyp, no compiler: must not be needed
+    });
+    expect(stdout).toMatch(/no native backend for win32 yet, nothing to build/);
+    expect(existsSync(join(pkgDir, 'build'))).toBe(false);
+  }, 60_000);
 
   it('gives import and require one module instance with the same exports, on Node versions without require(esm) too', async () => {
     // Jest's module system and Node before 20.19/22.12 cannot require an ES

@@ -7,6 +7,7 @@
 #   bash scripts/node-matrix.sh                        # every major from 21 to 26, every test file
 #   bash scripts/node-matrix.sh 22 24                  # chosen majors
 #   bash scripts/node-matrix.sh 26 -- test/snapshot.test.ts   # chosen files
+#   bash scripts/node-matrix.sh --repeat 4 --busy 20 21 # 4 rounds with every core kept busy: races
 #
 # Needs `npm install` first. The addon and the test fixture are the ones built by the system Node
 # (one N-API binary for every major); they are built here only if missing.
@@ -19,10 +20,16 @@ root=$PWD
 
 majors=()
 files=()
+rounds=1
+busy=0
 while (($#)); do
   case $1 in
     --) shift; files=("$@"); break ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    --busy) busy=1; shift ;;
+    --repeat)
+      [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || { echo "node-matrix: --repeat needs a count, got '${2:-}'" >&2; exit 2; }
+      rounds=$2; shift 2 ;;
     *[!0-9]*|'') echo "node-matrix: not a Node major: '$1'" >&2; exit 2 ;;
     *) majors+=("$1"); shift ;;
   esac
@@ -77,10 +84,19 @@ node_for() {
   echo "$dir/bin/node"
 }
 
+if ((busy)); then
+  # One spinning process per core, for as long as this script runs.
+  hogs=()
+  for ((i = 0; i < $(nproc); i++)); do node -e 'for (;;);' & hogs+=($!); done
+  trap 'kill "${hogs[@]}" 2>/dev/null' EXIT
+  echo "node-matrix: ${#hogs[@]} busy loops compete for the CPUs"
+fi
+
 results=()
 failed=0
 total_passed=0
 total_failed=0
+for ((round = 1; round <= rounds; round++)); do
 for major in "${majors[@]}"; do
   if ! node=$(node_for "$major"); then
     results+=("Node $major: FAILED (no binary)")
@@ -118,8 +134,9 @@ for major in "${majors[@]}"; do
   if [[ $status == FAILED && $failed_tests == 0 ]]; then failed_tests=1; fi
   total_passed=$((total_passed + passed))
   total_failed=$((total_failed + failed_tests))
-  results+=("Node $version: $status, $passed tests passed, $failed_tests failed, in ${seconds}s")
+  results+=("Node $version$( ((rounds > 1)) && echo " (round $round)"): $status, $passed tests passed, $failed_tests failed, in ${seconds}s")
   echo "== Node $version: $status in ${seconds}s"
+done
 done
 
 echo

@@ -146,9 +146,19 @@ describe('threads the probe must not disturb', () => {
     const { stack, elapsedMs } = timed(tids[0]!, 1000);
     expect(stack.error).toMatch(new RegExp(`^thread ${tids[0]} is in uninterruptible sleep`));
     expect(stack.startRoutine).toBe('spawner_thread_main');
-    // Its probe is still pending: later captures do not queue more (SigQ
-    // counts this user's queued signals).
-    const queued = () => Number(/^SigQ:\s*(\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
+    // Its probe is still pending: later captures do not queue more. SigQ
+    // counts this user's queued signals, those of other processes too (test
+    // files running beside this one probe threads: each of their signals is
+    // queued for microseconds), so the least of several readings counts.
+    const readSigQ = () => Number(/^SigQ:\s*(\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
+    const queued = () => {
+      let least = readSigQ();
+      for (let i = 0; i < 10; i++) {
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+        least = Math.min(least, readSigQ());
+      }
+      return least;
+    };
     const before = queued();
     for (let i = 0; i < 5; i++) {
       const again = timed(tids[0]!, 1000);

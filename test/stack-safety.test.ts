@@ -131,12 +131,21 @@ describe('threads the probe must not disturb', () => {
     expect(await waitUntil(() => spawner.stats(handle)!.ticks >= 2)).toBe(true);
     // Seen in D (it is out of it only between two children).
     expect(await waitUntil(() => threads().find((t) => t.id === tids[0])?.rawState === 'D')).toBe(true);
+    // Every capture answered, but for one now and then on a busy machine,
+    // where the child may not run within the 50 ms a probe waits for a thread
+    // in D (refusing threads in D, all ten were 'uninterruptible').
+    let answered = 0;
     for (let i = 0; i < 10; i++) {
       const { stack, elapsedMs } = timed(tids[0]!, 1000);
-      expect(stack.error).toBeUndefined();
-      expect(stack.frames.map((f) => f.symbol)).toContain('spawner_thread_body');
+      if (stack.error === undefined) {
+        answered++;
+        expect(stack.frames.map((f) => f.symbol)).toContain('spawner_thread_body');
+      } else {
+        expect(stack.error).toMatch(new RegExp(`^thread ${tids[0]} is in uninterruptible sleep`));
+      }
       expect(elapsedMs).toBeLessThan(SLACK_MS);
     }
+    expect(answered).toBeGreaterThanOrEqual(8);
   });
 
   it('does not wait long for a thread that stays in uninterruptible sleep; reads what the kernel shows', async () => {

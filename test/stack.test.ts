@@ -93,7 +93,7 @@ describe('functions that are not exported', () => {
     try {
       rmSync(copy);
       copyFileSync(join(ROOT, 'build/Release/threadleak.node'), copy);
-      const stack = threadStack(tids[0]!);
+      const stack = threadStack(tids[0]!, { timeoutMs: 1000 });
       expect(stack.error).toBeUndefined();
       expect(stack.module).toBe(copy);
       expect(stack.startRoutine).toBeUndefined();
@@ -108,7 +108,7 @@ describe('functions that are not exported', () => {
 describe('code without unwind tables', () => {
   it('scans on from where the unwinder stopped, up to the thread’s entry', () => {
     const { tids } = start({ count: 1, kind: 'nocfi' });
-    const stack = threadStack(tids[0]!);
+    const stack = threadStack(tids[0]!, { timeoutMs: 1000 });
     expect(stack.error).toBeUndefined();
     const names = symbols(stack);
     // Unwound down to the trampoline, which has no unwind tables...
@@ -125,7 +125,7 @@ describe('code without unwind tables', () => {
 
   it('does not scan a stack that was unwound to the thread’s entry', () => {
     const { tids } = start({ count: 1 });
-    const stack = threadStack(tids[0]!);
+    const stack = threadStack(tids[0]!, { timeoutMs: 1000 });
     expect(stack.error).toBeUndefined();
     expect(stack.frames.length).toBeGreaterThan(2);
     expect(stack.frames.filter((f) => f.scanned)).toEqual([]);

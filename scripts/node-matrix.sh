@@ -134,7 +134,9 @@ for major in "${majors[@]}"; do
   if [[ $status == FAILED && $failed_tests == 0 ]]; then failed_tests=1; fi
   total_passed=$((total_passed + passed))
   total_failed=$((total_failed + failed_tests))
-  results+=("Node $version$( ((rounds > 1)) && echo " (round $round)"): $status, $passed tests passed, $failed_tests failed, in ${seconds}s")
+  label="Node $version"
+  if ((rounds > 1)); then label+=" (round $round)"; fi
+  results+=("$label: $status, $passed tests passed, $failed_tests failed, in ${seconds}s")
   echo "== Node $version: $status in ${seconds}s"
 done
 done

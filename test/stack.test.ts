@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readdirSync, realpathSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -183,11 +183,17 @@ describe('threads that cannot answer the probe', () => {
     }
   });
 
-  it('reports a thread that has exited', () => {
+  it('reports a thread that has exited', async () => {
     const { handle, tids } = spawner.start({ count: 1 });
     fixture.stop(handle);
-    // stop() joined it, so it is gone from /proc/self/task (tids are handed
-    // out cyclically: not reused this soon).
+    // stop() joined it; the kernel may still be reaping it for a moment, and
+    // then it is a thread that exited. Once gone from /proc/self/task it is
+    // no thread of this process (tids are handed out cyclically: not reused
+    // this soon).
+    const exited = threadStack(tids[0]!);
+    expect(exited.frames).toEqual([]);
+    expect(exited.error).toMatch(new RegExp(`^thread ${tids[0]} (exited before its stack could be read|is not a thread of this process)$`));
+    expect(await waitUntil(() => !existsSync(`/proc/self/task/${tids[0]}`))).toBe(true);
     expect(threadStack(tids[0]!)).toEqual({ threadId: tids[0], frames: [], error: `thread ${tids[0]} is not a thread of this process` });
   });
 });

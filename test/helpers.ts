@@ -1,5 +1,6 @@
 // Shared test helpers: the native spawner fixture and bounded polling.
 import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 import { afterEach } from 'vitest';
 import { threadStack, type NativeStack } from '../src/index.js';
 
@@ -50,6 +51,19 @@ export interface Spawner {
 const require = createRequire(import.meta.url);
 export const spawnerPath = require.resolve('./fixtures/spawner/build/Release/spawner.node');
 export const spawner = require(spawnerPath) as Spawner;
+
+/**
+ * The start of a CommonJS script for `node -e` (tests that need a fresh
+ * process, or one that may crash): `addon` is threadleak's native addon as
+ * node-gyp-build loads it, `spawner` the fixture.
+ */
+export const CHILD_PRELUDE = (() => {
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  return `
+    const addon = require('node:module').createRequire(${JSON.stringify(`${root}package.json`)})('node-gyp-build')(${JSON.stringify(root)});
+    const spawner = require(${JSON.stringify(spawnerPath)});
+  `;
+})();
 
 /** Polls `check` until it returns true or `timeoutMs` passes; returns the last result. */
 export async function waitUntil(check: () => boolean, timeoutMs = 2000): Promise<boolean> {

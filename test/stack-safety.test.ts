@@ -3,14 +3,13 @@
 // answer, in uninterruptible sleep, and captures from several Workers at once. What could crash the
 // process runs in a child process of its own.
 import { spawnSync } from 'node:child_process';
-import { readFileSync, realpathSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { threads, threadStack } from '../src/index.js';
-import { fixtureThreads, SLACK_MS, spawner, spawnerPath, timed, waitUntil } from './helpers.js';
+import { CHILD_PRELUDE, fixtureThreads, SLACK_MS, spawner, timed, waitUntil } from './helpers.js';
 
-const SPAWNER = realpathSync(spawnerPath);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 const fixture = fixtureThreads();
@@ -24,10 +23,7 @@ describe('threads the probe must not disturb', () => {
   // So this runs in a child process of its own.
   it('never probes a thread parked with too little stack left for a signal frame; reads what the kernel shows', () => {
     const script = `
-      const { createRequire } = require('node:module');
-      const req = createRequire(${JSON.stringify(`${ROOT}/package.json`)});
-      const addon = req('node-gyp-build')(${JSON.stringify(ROOT)});
-      const spawner = req(${JSON.stringify(SPAWNER)});
+      ${CHILD_PRELUDE}
       const out = {};
       const parked = (tid) => /^State:\\s*S/m.test(require('node:fs').readFileSync('/proc/self/task/' + tid + '/status', 'utf8'));
       for (const headroomKb of [3, 4, 6, 10, 48]) {
@@ -64,10 +60,7 @@ describe('threads the probe must not disturb', () => {
     // A running thread shows the kernel no stack pointer, so it cannot be
     // checked beforehand; the handler checks what is left below itself.
     const script = `
-      const { createRequire } = require('node:module');
-      const req = createRequire(${JSON.stringify(`${ROOT}/package.json`)});
-      const addon = req('node-gyp-build')(${JSON.stringify(ROOT)});
-      const spawner = req(${JSON.stringify(SPAWNER)});
+      ${CHILD_PRELUDE}
       const out = {};
       for (const headroomKb of [4, 5, 6, 48]) {
         const { handle, tids } = spawner.start({ count: 1, stackKb: 64, headroomKb, spin: true });
@@ -93,10 +86,7 @@ describe('threads the probe must not disturb', () => {
     // The stack checks read memory with process_vm_readv; without it they
     // cannot tell, and the probe must not then refuse every thread.
     const script = `
-      const { createRequire } = require('node:module');
-      const req = createRequire(${JSON.stringify(`${ROOT}/package.json`)});
-      const addon = req('node-gyp-build')(${JSON.stringify(ROOT)});
-      const spawner = req(${JSON.stringify(SPAWNER)});
+      ${CHILD_PRELUDE}
       spawner.denyProcessVmReadv();
       const { handle, tids } = spawner.start({ count: 1 });
       const results = [1, 2, 3].map(() => addon.captureStack(tids[0], 1000));

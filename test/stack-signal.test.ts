@@ -3,12 +3,10 @@
 // its first test must run before any other stack capture in that process.
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { threadStack } from '../src/index.js';
-import { spawner, spawnerPath, waitUntil } from './helpers.js';
+import { CHILD_PRELUDE, spawner, waitUntil } from './helpers.js';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 // SIGRTMAX on Linux (x86-64 and arm64, glibc and musl alike): _NSIG - 1.
 const SIGRTMAX = 64;
 // Signals Node itself handles: SIGINT, SIGUSR1, SIGSEGV, SIGTERM, SIGPROF, and glibc's 32/33.
@@ -87,10 +85,7 @@ describe('the probe signal in this process', () => {
 // Each run is a fresh process: the probe is installed once per process.
 function inChild(env: Record<string, string>): { signals: number[]; result: { frames: { symbol?: string; module?: string; scanned?: boolean }[]; error?: string; detail?: string; signal?: number } } {
   const script = `
-    const { createRequire } = require('node:module');
-    const req = createRequire(${JSON.stringify(`${ROOT}/package.json`)});
-    const addon = req('node-gyp-build')(${JSON.stringify(ROOT)});
-    const spawner = req(${JSON.stringify(spawnerPath)});
+    ${CHILD_PRELUDE}
     const { handle, tids } = spawner.start({ count: 1 });
     const result = addon.captureStack(tids[0], 1000);
     spawner.stop(handle);

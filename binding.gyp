@@ -5,16 +5,18 @@
       "sources": ["native/addon.cc"],
       "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],
       "defines": ["NAPI_VERSION=8"],
+      "include_dirs": ["native"],
       "conditions": [
         ["OS=='linux'", {
-          "sources": ["native/threads_linux.cc", "native/stack_linux.cc", "native/stack_probe_linux.cc",
-                      "native/stack_signal_linux.cc", "native/stack_symbols_linux.cc",
-                      "native/stack_procfs_linux.cc", "native/stack_elf_linux.cc"],
+          "sources": ["native/linux/threads_linux.cc", "native/linux/stack_linux.cc",
+                      "native/linux/stack_probe_linux.cc", "native/linux/stack_signal_linux.cc",
+                      "native/linux/stack_symbols_linux.cc", "native/linux/stack_procfs_linux.cc",
+                      "native/linux/stack_elf_linux.cc"],
           "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-fvisibility=hidden"],
           "ldflags": ["-Wl,-z,now"]
         }],
         ["OS!='linux'", {
-          "sources": ["native/threads_unsupported.cc", "native/stack_unsupported.cc"]
+          "sources": ["native/unsupported/threads_unsupported.cc", "native/unsupported/stack_unsupported.cc"]
         }],
         ["OS=='mac'", {
           "xcode_settings": {

@@ -1,5 +1,5 @@
 // floor.cc — the floor for bench/snapshot.js: the thread enumeration of
-// native/threads_linux.cc done by a plain C++ program, with no N-API and no
+// native/linux/threads_linux.cc done by a plain C++ program, with no N-API and no
 // JavaScript, so that the bench can tell what threads() costs on top of the
 // kernel's own work.
 //
@@ -60,7 +60,7 @@ struct LinuxDirent64 {
 long g_ticks = 100;
 double g_boot_ms = 0;
 
-// Boot time in ms since the epoch, as native/threads_linux.cc computes it:
+// Boot time in ms since the epoch, as native/linux/threads_linux.cc computes it:
 // CLOCK_REALTIME - CLOCK_BOOTTIME, read once. 0 when unknown.
 double BootTimeMs() {
   timespec real, boot;

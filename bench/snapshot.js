@@ -1,6 +1,6 @@
 // bench/snapshot.js — what threads() costs, against three baselines, in one run:
 //
-//   floor      bench/floor.cc: the same procfs walk as native/threads_linux.cc
+//   floor      bench/floor.cc: the same procfs walk as native/linux/threads_linux.cc
 //              (getdents64 + openat + one read + parse of stat fields 2, 3, 14,
 //              15, 22) in a plain C++ program, over this very process's
 //              /proc/<pid>/task, timed per iteration inside the program so its
@@ -277,7 +277,7 @@ function printTable(results) {
   console.log(`targets at ${big.count} threads (measured, not asserted):`);
   console.log(`  threads() within 1.3x of the floor:        ${vsFloor.toFixed(2)}x  ${vsFloor <= 1.3 ? 'met' : 'MISSED'}`);
   console.log(`  threads() at least 2x faster than node:     ${vsNode.toFixed(2)}x  ${vsNode >= 2 ? 'met' : 'MISSED'}`);
-  console.log(`  (node/floor is ${big.ratio.nodeFloor.toFixed(2)}x; the floor opens each stat afresh, threads() re-reads the fds it keeps: see native/threads_linux.cc)`);
+  console.log(`  (node/floor is ${big.ratio.nodeFloor.toFixed(2)}x; the floor opens each stat afresh, threads() re-reads the fds it keeps: see native/linux/threads_linux.cc)`);
 }
 
 // ---------------------------------------------------------------- main

@@ -172,7 +172,7 @@ describe('the packed package', () => {
       'scripts/install.js',
       'native/addon.cc',
       'native/threads.h',
-      'native/threads_linux.cc',
+      'native/linux/threads_linux.cc',
       `prebuilds/${platformDir}/threadleak.node`,
     ]) {
       expect(paths).toContain(required);

@@ -11,7 +11,8 @@
           "sources": ["native/linux/threads_linux.cc", "native/linux/stack_linux.cc",
                       "native/linux/stack_probe_linux.cc", "native/linux/stack_signal_linux.cc",
                       "native/linux/stack_symbols_linux.cc", "native/linux/stack_procfs_linux.cc",
-                      "native/linux/stack_elf_linux.cc"],
+                      "native/linux/stack_elf_linux.cc", "native/linux/procfs_linux.cc",
+                      "native/linux/stat_fd_cache_linux.cc"],
           "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-fvisibility=hidden"],
           "ldflags": ["-Wl,-z,now"]
         }],

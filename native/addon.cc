@@ -26,7 +26,7 @@
 
 namespace {
 
-constexpr size_t kNumbersPerThread = 5;  // id, userCpuMs, systemCpuMs, startTime, identity
+constexpr size_t kNumbersPerThread = 4;  // id, userCpuMs, systemCpuMs, startTime
 
 Napi::Object ErrorValue(Napi::Env env, const threadleak::OsError& error) {
   Napi::Object detail = Napi::Object::New(env);
@@ -40,6 +40,7 @@ Napi::Object ErrorValue(Napi::Env env, const threadleak::OsError& error) {
 }
 
 // listThreads(pid: number) -> { numbers: Float64Array, text: string } | { error }
+// text: name, rawState and key of each thread, each followed by '\0'.
 Napi::Value ListThreads(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsNumber()) {
@@ -53,23 +54,36 @@ Napi::Value ListThreads(const Napi::CallbackInfo& info) {
   Napi::Float64Array numbers = Napi::Float64Array::New(env, records.size() * kNumbersPerThread);
   double* out = numbers.Data();
   std::string text;
-  text.reserve(records.size() * 24);
+  text.reserve(records.size() * 40);
   for (const auto& r : records) {
     *out++ = static_cast<double>(r.id);
     *out++ = r.user_cpu_ms;
     *out++ = r.system_cpu_ms;
     *out++ = r.has_start_time ? r.start_time_ms : std::numeric_limits<double>::quiet_NaN();
-    *out++ = static_cast<double>(r.identity);
     // Names never contain '\0' on any OS, so it is a safe separator.
     text += r.name;
     text += '\0';
     text += r.raw_state;
+    text += '\0';
+    text += r.key;
     text += '\0';
   }
   Napi::Object result = Napi::Object::New(env);
   result.Set("numbers", numbers);
   result.Set("text", Napi::String::New(env, text.data(), text.size()));
   return result;
+}
+
+// threadKey(tid: number) -> string: the key listThreads(0) gives that thread
+// now, '' when this process has no such thread.
+Napi::Value ThreadKey(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) {
+    throw Napi::TypeError::New(env, "threadKey(tid): tid must be a number");
+  }
+  const double tid = info[0].As<Napi::Number>().DoubleValue();
+  if (!(tid >= 1 && tid <= 9007199254740991.0 && std::floor(tid) == tid)) return Napi::String::New(env, "");
+  return Napi::String::New(env, threadleak::CurrentThreadKey(static_cast<uint64_t>(tid)));
 }
 
 Napi::Value CurrentThreadId(const Napi::CallbackInfo& info) {
@@ -149,6 +163,7 @@ Napi::Value CaptureStack(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("backend", Napi::String::New(env, threadleak::BackendName()));
   exports.Set("listThreads", Napi::Function::New(env, ListThreads, "listThreads"));
+  exports.Set("threadKey", Napi::Function::New(env, ThreadKey, "threadKey"));
   exports.Set("currentThreadId", Napi::Function::New(env, CurrentThreadId, "currentThreadId"));
   exports.Set("prewarmThreadpool", Napi::Function::New(env, PrewarmThreadpool, "prewarmThreadpool"));
   exports.Set("captureStack", Napi::Function::New(env, CaptureStack, "captureStack"));

@@ -19,11 +19,12 @@ struct ThreadRecord {
   double system_cpu_ms = 0;
   bool has_start_time = false;
   double start_time_ms = 0;   // ms since the Unix epoch
-  // A value that, together with id, names one thread for its whole life even
-  // when the OS later hands the same id to another thread (Linux: start time
-  // in clock ticks since boot; Windows: creation FILETIME; macOS: 0, since
-  // thread_id is never reused).
-  uint64_t identity = 0;
+  // Names one thread for its whole life, even when the OS later hands the
+  // same id to another thread, and no other thread of the process before or
+  // after (Linux: "<tid>@<start ticks>", "#<n>" appended for a tid reused
+  // within one tick; Windows: "<id>@<creation time>"; macOS: "<thread_id>",
+  // never reused).
+  std::string key;
 };
 
 struct OsError {
@@ -37,6 +38,12 @@ struct OsError {
 // Threads that exit while being read are skipped, never reported as errors.
 // Returns false and fills *error when the process cannot be read at all.
 bool ListThreads(int64_t pid, std::vector<ThreadRecord>* out, OsError* error);
+
+// The key ListThreads(0) would give thread `tid` of this process now (the
+// same one it gave before, while that thread lives), or '' when this process
+// has no thread `tid`. Lets a caller check that a tid still names the thread
+// it listed before acting on it.
+std::string CurrentThreadKey(uint64_t tid);
 
 // The OS thread id of the calling thread.
 uint64_t CurrentThreadId();

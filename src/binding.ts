@@ -21,8 +21,8 @@ export interface RawThread {
   systemCpuMs: number;
   /** NaN when the OS does not tell. */
   startTime: number;
-  /** With id, names one thread for its whole life (see native/threads.h). */
-  identity: number;
+  /** Names one thread for its whole life, never another one (see native/threads.h). */
+  key: string;
 }
 
 /** One native frame as the addon reports it (innermost first). */
@@ -50,13 +50,15 @@ export interface RawStack {
 interface Addon {
   backend: string;
   listThreads(pid: number): { numbers: Float64Array; text: string } | { error: NativeOsError };
+  threadKey(tid: number): string;
   currentThreadId(): number;
   prewarmThreadpool(): void;
   captureStack(tid: number, timeoutMs: number): RawStack;
 }
 
 const SUPPORTED_PLATFORMS: ReadonlySet<string> = new Set(['linux']);
-const NUMBERS_PER_THREAD = 5;
+const NUMBERS_PER_THREAD = 4;
+const STRINGS_PER_THREAD = 3; // name, rawState, key
 
 let addon: Addon | undefined;
 
@@ -78,18 +80,23 @@ export function listThreads(pid: number): RawThread[] | NativeOsError {
   const strings = text.split('\0');
   const count = numbers.length / NUMBERS_PER_THREAD;
   const out = new Array<RawThread>(count);
-  for (let i = 0, n = 0; i < count; i++, n += NUMBERS_PER_THREAD) {
+  for (let i = 0, n = 0, s = 0; i < count; i++, n += NUMBERS_PER_THREAD, s += STRINGS_PER_THREAD) {
     out[i] = {
       id: numbers[n]!,
       userCpuMs: numbers[n + 1]!,
       systemCpuMs: numbers[n + 2]!,
       startTime: numbers[n + 3]!,
-      identity: numbers[n + 4]!,
-      name: strings[2 * i]!,
-      rawState: strings[2 * i + 1]!,
+      name: strings[s]!,
+      rawState: strings[s + 1]!,
+      key: strings[s + 2]!,
     };
   }
   return out;
+}
+
+/** The key listThreads(0) gives thread `tid` of this process now; '' when there is none. */
+export function threadKey(tid: number): string {
+  return load().threadKey(tid);
 }
 
 export function currentThreadId(): number {

@@ -92,7 +92,7 @@ export function threads(options?: ThreadsOptions): ThreadInfo[] {
     const t = raw[i]!;
     const info: ThreadInfo = {
       id: t.id,
-      key: `${t.id}@${t.identity}`,
+      key: t.key,
       name: t.name,
       state: portableState(t.rawState),
       rawState: t.rawState,

@@ -35,6 +35,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "procfs_linux.h"
 #include "stack_linux.h"
 
 namespace threadleak {
@@ -44,18 +45,7 @@ namespace {
 constexpr size_t kMaxScannedFrames = 128;
 constexpr size_t kPage = 4096;  // iovec granularity; any page size >= 4 KiB works
 
-// Reads a small procfs file in one read() into buf (NUL-terminated).
-ssize_t ReadSmallFile(const char* path, char* buf, size_t cap) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t n;
-  do { n = read(fd, buf, cap - 1); } while (n < 0 && errno == EINTR);
-  int saved = errno;
-  close(fd);
-  errno = saved;
-  if (n >= 0) buf[n] = '\0';
-  return n;
-}
+using procfs::ReadSmallFile;
 
 uint64_t HexField(const char* text, const char* name) {
   const char* p = strstr(text, name);
@@ -139,14 +129,9 @@ int ReadThreadStatus(pid_t tid, ThreadStatus* status) {
 uint64_t ThreadStartTicks(pid_t tid) {
   char path[64], buf[1024];
   snprintf(path, sizeof path, "/proc/self/task/%d/stat", static_cast<int>(tid));
-  ssize_t n = ReadSmallFile(path, buf, sizeof buf - 1);
-  if (n <= 0) return 0;
-  buf[n] = '\0';
-  // The name (field 2) may hold spaces and parentheses: count from its last ')'.
-  const char* p = strrchr(buf, ')');
-  if (p == nullptr) return 0;
-  for (int field = 2; field < 22 && p != nullptr; field++) p = strchr(p + 1, ' ');
-  return p != nullptr ? strtoull(p + 1, nullptr, 10) : 0;
+  procfs::StatFields fields;
+  if (ReadSmallFile(path, buf, sizeof buf) <= 0 || !procfs::ParseStatLine(buf, &fields)) return 0;
+  return fields.start_ticks;
 }
 
 bool ThreadExists(pid_t tid) {

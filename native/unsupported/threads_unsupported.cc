@@ -16,6 +16,8 @@ const char* BackendName() { return "this platform"; }
 
 uint64_t CurrentThreadId() { return 0; }
 
+std::string CurrentThreadKey(uint64_t) { return std::string(); }
+
 bool ListThreads(int64_t, std::vector<ThreadRecord>* out, OsError* error) {
   out->clear();
   error->code = "ENOTSUP";

@@ -1,0 +1,116 @@
+// Keys are `${tid}@${start ticks}`, and a tick is 10 ms: a thread that gets
+// the tid of one that ended within the same tick must still get a key no
+// earlier thread had, and keep it. The reuse is forced in a private pid
+// namespace, where writing tid-1 to /proc/sys/kernel/ns_last_pid makes the
+// kernel hand out tid next.
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { threads } from '../src/index.js';
+import { threadKey } from '../src/binding.js';
+import { CHILD_PRELUDE, fixtureThreads, waitUntil } from './helpers.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+// Checked by trying it: `unshare -fp --mount-proc` needs CAP_SYS_ADMIN.
+const unshareRefused = (() => {
+  const probe = spawnSync('unshare', ['-fp', '--mount-proc', 'true'], { encoding: 'utf8', timeout: 10_000 });
+  if (probe.status === 0) return '';
+  return `unshare -fp --mount-proc is not permitted here (${(probe.error?.message ?? probe.stderr).trim() || `status ${probe.status}`})`;
+})();
+
+interface ReuseResult {
+  tries: number;
+  hit: null | { firstKey: string; secondKey: string; again: string; threadKey: string; reported: boolean };
+}
+
+/**
+ * In a private pid namespace: thread a starts, a scope takes its baseline, a
+ * ends, thread b is made to get a's tid, and the scope closes. Repeated until
+ * b got a's tid within a's start tick. `listBetween`: a listing after a ended
+ * and before b started (a is then gone from a listing; otherwise only a's
+ * cached descriptor can tell them apart).
+ */
+function reuseInNamespace(listBetween: boolean): ReuseResult {
+  const script = `${CHILD_PRELUDE}
+    const fs = require('node:fs');
+    const { noThreadLeaks, threads } = require(${JSON.stringify(`${ROOT}dist/index.js`)});
+    noThreadLeaks({ action: 'raise', gracePeriodMs: 0 })[Symbol.dispose](); // pre-warms the pool
+    const result = { tries: 0, hit: null };
+    const deadline = Date.now() + 40000;
+    while (!result.hit && result.tries < 3000 && Date.now() < deadline) {
+      result.tries++;
+      const a = spawner.start({ count: 1 });
+      const tid = a.tids[0];
+      const scope = noThreadLeaks({ action: 'raise', gracePeriodMs: 0 });
+      const first = threads().find((t) => t.id === tid);
+      spawner.stop(a.handle);
+      // Joined is not yet released: the kernel frees the tid a moment later.
+      for (let i = 0; i < 10000 && fs.existsSync('/proc/self/task/' + tid); i++);
+      if (${listBetween}) threads();
+      fs.writeFileSync('/proc/sys/kernel/ns_last_pid', String(tid - 1));
+      const b = spawner.start({ count: 1 });
+      const second = threads().find((t) => t.id === b.tids[0]);
+      let reported = false;
+      try { scope[Symbol.dispose](); } catch (e) { reported = (e.leaks ?? []).some((t) => t.id === tid); }
+      if (b.tids[0] === tid && second.startTime === first.startTime) {
+        result.hit = {
+          firstKey: first.key,
+          secondKey: second.key,
+          again: threads().find((t) => t.id === tid).key,
+          threadKey: addon.threadKey ? addon.threadKey(tid) : 'no threadKey',
+          reported,
+        };
+      }
+      spawner.stop(b.handle);
+    }
+    console.log(JSON.stringify(result));
+  `;
+  // Node is pid 1 of the namespace there, which ignores SIGTERM: SIGKILL on timeout.
+  const child = spawnSync('unshare', ['-fp', '--mount-proc', process.execPath, '-e', script], {
+    encoding: 'utf8',
+    timeout: 90_000,
+    killSignal: 'SIGKILL',
+  });
+  expect({ stderr: child.stderr, status: child.status, signal: child.signal }).toEqual({ stderr: '', status: 0, signal: null });
+  return JSON.parse(child.stdout.trim().split('\n').pop()!) as ReuseResult;
+}
+
+describe('a tid reused within one clock tick', () => {
+  for (const [what, listBetween] of [
+    ['told apart by the ended thread\'s cached descriptor', false],
+    ['after a listing that no longer had the ended thread', true],
+  ] as const) {
+    it.skipIf(unshareRefused !== '')(
+      `gets a new key, ${what}, and a scope reports it${unshareRefused ? ` (skipped: ${unshareRefused})` : ''}`,
+      () => {
+        const { tries, hit } = reuseInNamespace(listBetween);
+        expect(hit, `no reuse within one tick in ${tries} tries`).not.toBeNull();
+        expect(hit!.secondKey).not.toBe(hit!.firstKey);
+        expect(hit!.secondKey).toMatch(/^\d+@\d+#\d+$/);
+        expect(hit!.again).toBe(hit!.secondKey); // stable across snapshots
+        expect(hit!.threadKey).toBe(hit!.secondKey);
+        expect(hit!.reported).toBe(true);
+      },
+      120_000,
+    );
+  }
+});
+
+describe('threadKey(tid)', () => {
+  const { start, stop } = fixtureThreads();
+
+  it('is the key threads() gives, in the usual `${id}@${ticks}` form, and "" for no thread of this process', async () => {
+    const { handle, tids } = start({ count: 3, name: 'key-check' });
+    const listed = threads();
+    for (const t of listed.filter((t) => tids.includes(t.id) || t.id === process.pid)) {
+      expect(t.key).toMatch(/^\d+@\d+$/);
+      expect(t.key.startsWith(`${t.id}@`)).toBe(true);
+      expect(threadKey(t.id)).toBe(t.key);
+    }
+    stop(handle);
+    expect(await waitUntil(() => tids.every((tid) => threadKey(tid) === ''))).toBe(true);
+    expect(threads().filter((t) => tids.includes(t.id))).toEqual([]);
+    for (const notOurs of [0, -1, 1.5, Number.NaN, 2 ** 60]) expect(threadKey(notOurs)).toBe('');
+  });
+});

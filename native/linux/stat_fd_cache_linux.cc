@@ -41,7 +41,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cstdio>
+#include <charconv>
 
 namespace threadleak {
 namespace linux_threads {
@@ -96,13 +96,16 @@ void FillRecord(uint64_t tid, const procfs::StatFields& fields, uint32_t generat
     record->has_start_time = true;
     record->start_time_ms = boot_ms + static_cast<double>(fields.start_ticks) * ms_per_tick;
   }
-  char key[64];
-  if (generation == 0) {
-    snprintf(key, sizeof key, "%llu@%llu", static_cast<unsigned long long>(tid), fields.start_ticks);
-  } else {
-    snprintf(key, sizeof key, "%llu@%llu#%u", static_cast<unsigned long long>(tid), fields.start_ticks, generation);
+  char key[64];  // 20 + 1 + 20 + 1 + 10 characters at most
+  char* const digits_end = key + sizeof key - 1;  // a separator always fits after digits
+  char* end = std::to_chars(key, digits_end, tid).ptr;
+  *end++ = '@';
+  end = std::to_chars(end, digits_end, fields.start_ticks).ptr;
+  if (generation != 0) {
+    *end++ = '#';
+    end = std::to_chars(end, digits_end, generation).ptr;
   }
-  record->key = key;
+  record->key.assign(key, end);
 }
 
 SelfWalk::Table& SelfWalk::TheTable() {
@@ -120,8 +123,7 @@ SelfWalk::SelfWalk(int task_dirfd)
     limit_ = static_cast<size_t>(limit.rlim_cur / 8 < 4096 ? limit.rlim_cur / 8 : 4096);
     high_water_ = static_cast<long>(limit.rlim_cur / 2);
   }
-  previous_.swap(table_.known);
-  next_.reserve(previous_.size() + 16);
+  walk_ = ++table_.walks;
   // dirfd got the lowest free number: every fd below it is in use.
   if (dirfd_ >= high_water_) TurnOff();
 }
@@ -129,28 +131,27 @@ SelfWalk::SelfWalk(int task_dirfd)
 SelfWalk::~SelfWalk() {
   if (finished_) {
     // Not listed: ended.
-    for (auto& entry : previous_) {
-      Release(&entry.second.stat);
-      Retire(entry.first, entry.second);
+    for (auto it = table_.known.begin(); it != table_.known.end();) {
+      if (it->second.seen_in_walk == walk_) {
+        ++it;
+        continue;
+      }
+      Release(&it->second.stat);
+      Retire(it->first, it->second);
+      it = table_.known.erase(it);
     }
     // A retired (tid, tick) with a tick before this walk's start can have no
     // successor this walk did not meet.
     for (auto it = table_.retired.begin(); it != table_.retired.end();) {
       it = it->first.second < start_tick_ ? table_.retired.erase(it) : std::next(it);
     }
-  } else {
-    for (auto& entry : previous_) {
-      if (off_) Release(&entry.second.stat);
-      next_.insert(std::move(entry));
-    }
   }
-  table_.known.swap(next_);
+  // Else the threads this walk did not read are kept as they were.
 }
 
 void SelfWalk::TurnOff() {
   off_ = true;
-  for (auto& entry : previous_) Release(&entry.second.stat);
-  for (auto& entry : next_) Release(&entry.second.stat);
+  for (auto& entry : table_.known) Release(&entry.second.stat);
   cached_ = 0;
 }
 
@@ -188,14 +189,10 @@ ssize_t SelfWalk::ReadFresh(const char* rel, char* buf, size_t cap, StatFd* keep
 }
 
 int SelfWalk::Read(uint64_t tid, const char* rel, ThreadRecord* record) {
-  KnownThread was;
-  bool had = false;
-  auto it = previous_.find(tid);
-  if (it != previous_.end()) {
-    was = it->second;
-    previous_.erase(it);
-    had = true;
-  }
+  auto it = table_.known.find(tid);
+  const bool had = it != table_.known.end();
+  KnownThread was = had ? it->second : KnownThread();
+  if (had) it->second.stat.fd = -1;  // held in `was` now
   char line[1024];  // a stat line is ~300 bytes; comm is at most 15 bytes
   ssize_t n = -1;
   bool ended = false;  // proof that the thread `was` has ended
@@ -226,12 +223,15 @@ int SelfWalk::Read(uint64_t tid, const char* rel, ThreadRecord* record) {
     Release(&keep);
     // ENOENT / ESRCH / an empty read: the thread ended mid-walk.
     const bool gone = n == 0 || (n < 0 && (errno == ENOENT || errno == ESRCH));
-    if (had && gone) Retire(tid, was);
-    else if (had) next_.emplace(tid, was);  // an error or a malformed line: nothing learnt
+    if (had && gone) {
+      Retire(tid, was);
+      table_.known.erase(it);
+    }  // else an error or a malformed line: nothing learnt, the entry stays (uncached)
     errno = saved;
     return n < 0 && !gone ? -1 : 0;
   }
   KnownThread now;
+  now.seen_in_walk = walk_;
   now.stat = keep;
   now.start_ticks = fields.start_ticks;
   if (had && !ended && was.start_ticks == fields.start_ticks) {
@@ -241,7 +241,8 @@ int SelfWalk::Read(uint64_t tid, const char* rel, ThreadRecord* record) {
     now.generation = NextGeneration(tid, fields.start_ticks);
   }
   if (now.stat.fd >= 0) cached_++;
-  next_.emplace(tid, now);
+  if (had) it->second = now;
+  else table_.known.emplace(tid, now);
   FillRecord(tid, fields, now.generation, record);
   return 1;
 }

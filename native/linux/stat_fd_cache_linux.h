@@ -36,6 +36,7 @@ struct KnownThread {
   StatFd stat;  // fd -1: not cached
   uint64_t start_ticks = 0;
   uint32_t generation = 0;
+  uint64_t seen_in_walk = 0;  // the last walk that read it
 };
 
 // One walk over this process's threads (or the look-up of one thread),
@@ -64,7 +65,8 @@ class SelfWalk {
 
   struct Table {
     std::mutex mutex;
-    std::unordered_map<uint64_t, KnownThread> known;  // tid -> what the last walk knew
+    std::unordered_map<uint64_t, KnownThread> known;  // tid -> what the walks so far knew
+    uint64_t walks = 0;
     // (tid, start ticks) -> highest generation of an ended thread, kept while
     // a new thread could still get that tick (see the .cc).
     std::map<std::pair<uint64_t, uint64_t>, uint32_t> retired;
@@ -79,8 +81,8 @@ class SelfWalk {
   bool off_ = false;      // no cached fds for the rest of this walk
   uint64_t start_tick_;   // the boot-time clock when the walk began
   bool finished_ = false;
-  size_t cached_ = 0;     // fds in next_
-  std::unordered_map<uint64_t, KnownThread> previous_, next_;
+  uint64_t walk_;         // this walk's number
+  size_t cached_ = 0;     // fds kept by this walk so far
 };
 
 }  // namespace linux_threads

@@ -35,14 +35,24 @@ function reuseInNamespace(listBetween: boolean): ReuseResult {
   const script = `${CHILD_PRELUDE}
     const fs = require('node:fs');
     const { noThreadLeaks, threads } = require(${JSON.stringify(`${ROOT}dist/index.js`)});
-    noThreadLeaks({ action: 'raise', gracePeriodMs: 0 })[Symbol.dispose](); // pre-warms the pool
+    const options = { action: 'raise', gracePeriodMs: 0, captureStacks: false };
+    noThreadLeaks(options)[Symbol.dispose](); // pre-warms the pool
+    // A tick is 10 ms of the boot-time clock, which runs with the monotonic
+    // one (hrtime) unless the machine was suspended: each try starts just
+    // after a tick begins, so that it has the whole tick (useful, not needed).
+    const TICK = 10_000_000n;
+    const nextTick = () => {
+      const t = process.hrtime.bigint() / TICK;
+      while (process.hrtime.bigint() / TICK === t);
+    };
     const result = { tries: 0, hit: null };
-    const deadline = Date.now() + 40000;
-    while (!result.hit && result.tries < 3000 && Date.now() < deadline) {
+    const deadline = Date.now() + 60000;
+    while (!result.hit && result.tries < 5000 && Date.now() < deadline) {
       result.tries++;
+      nextTick();
       const a = spawner.start({ count: 1 });
       const tid = a.tids[0];
-      const scope = noThreadLeaks({ action: 'raise', gracePeriodMs: 0 });
+      const scope = noThreadLeaks(options);
       const first = threads().find((t) => t.id === tid);
       spawner.stop(a.handle);
       // Joined is not yet released: the kernel frees the tid a moment later.

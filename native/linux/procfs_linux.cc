@@ -11,22 +11,20 @@
 namespace threadleak {
 namespace procfs {
 
-ssize_t ReadSmallFile(int dirfd, const char* path, char* buf, size_t cap) {
-  const int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
-  ssize_t n;
-  do { n = read(fd, buf, cap - 1); } while (n < 0 && errno == EINTR);
-  const int saved = errno;
-  close(fd);  // opened just above: ours
-  errno = saved;
-  if (n >= 0) buf[n] = '\0';
-  return n;
-}
-
 ssize_t PreadSmallFile(int fd, char* buf, size_t cap) {
   ssize_t n;
   do { n = pread(fd, buf, cap - 1, 0); } while (n < 0 && errno == EINTR);
   if (n >= 0) buf[n] = '\0';
+  return n;
+}
+
+ssize_t ReadSmallFile(int dirfd, const char* path, char* buf, size_t cap) {
+  const int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  const ssize_t n = PreadSmallFile(fd, buf, cap);  // at offset 0 of a new fd: a plain read
+  const int saved = errno;
+  close(fd);  // opened just above: ours
+  errno = saved;
   return n;
 }
 

@@ -1,6 +1,7 @@
 // The snapshot layer: the threads of a process as plain data, no policy.
 import { attributeStack } from './attribution.js';
 import { captureStack, listThreads } from './binding.js';
+import { demangleFrames } from './demangle.js';
 import { invalidOption, systemError } from './errors.js';
 import { formatStackError, formatUninterruptedStack } from './report.js';
 
@@ -146,8 +147,8 @@ export function threadStack(id: number, options?: ThreadStackOptions): NativeSta
 
 function stackOf(id: number, timeoutMs: number, forLeakReport = false): NativeStack {
   const raw = captureStack(id, timeoutMs);
-  const stack: NativeStack = { threadId: id, frames: raw.frames };
-  const { module, startRoutine } = attributeStack(raw.frames);
+  const stack: NativeStack = { threadId: id, frames: demangleFrames(raw.frames) };
+  const { module, startRoutine } = attributeStack(stack.frames);
   if (startRoutine !== undefined) stack.startRoutine = startRoutine;
   if (module !== undefined) stack.module = module;
   if (forLeakReport && raw.error === 'not-probed' && raw.frames.length > 0) {

@@ -1,6 +1,7 @@
 // The one place that turns data into text: every message threadleak prints or
 // throws is formatted here, so wording and layout stay consistent.
 import { inspect } from 'node:util';
+import type { LeakedThread, LeakInfo, LeakReport, NativeFrame, NativeOrigin, WorkerOrigin } from './types.js';
 
 /** A short, unambiguous rendering of a user-supplied value for messages. */
 export function describeValue(value: unknown): string {
@@ -33,17 +34,13 @@ export function formatUnsupportedPlatform(platform: string): string {
 
 // ---------------------------------------------------------------- thread leaks
 
-/** The subset of a leaked thread that messages use (structural, to avoid import cycles). */
-interface ThreadForReport {
-  id: number;
-  name: string;
-  state: string;
-  startTime?: number;
-  origin:
-    | { kind: 'worker'; creationStack: string }
-    | { kind: 'native'; module?: string; startRoutine?: string };
-  stack?: { frames: { address: string; symbol?: string; module?: string; offset?: number; scanned?: boolean }[]; error?: string };
-}
+/**
+ * What a thread-leak message is made from: a leaked thread, of which a
+ * Worker's origin need not carry the Worker itself.
+ */
+type ThreadForReport = Pick<LeakedThread, 'id' | 'name' | 'state' | 'startTime' | 'stack'> & {
+  origin: NativeOrigin | Omit<WorkerOrigin, 'worker'>;
+};
 
 const TOP_FRAMES = 5;
 const CREATION_FRAMES = 4;
@@ -58,17 +55,12 @@ export function formatDuration(ms: number): string {
   return `${(ms / 1000).toFixed(1)} s`;
 }
 
-function basename(path: string): string {
-  const slash = Math.max(path.lastIndexOf('/'), path.lastIndexOf('\\'));
-  return slash < 0 ? path : path.slice(slash + 1);
-}
-
 /**
  * One native frame: `symbol+0xoffset (module)`, or, with no symbol,
  * `address (module+0xoffset)` — the offset from the module's load base, which
  * `addr2line -f -C -e <module> <offset>` resolves.
  */
-export function formatFrame(frame: { address: string; symbol?: string; module?: string; offset?: number; scanned?: boolean }): string {
+export function formatFrame(frame: NativeFrame): string {
   const offset = frame.offset !== undefined ? `+0x${frame.offset.toString(16)}` : '';
   const where = frame.symbol ? `${frame.symbol}${offset}` : frame.address;
   const module = frame.module ? ` (${frame.module}${frame.symbol ? '' : offset})` : '';
@@ -137,23 +129,13 @@ export function formatCannotStopThreads(leaks: readonly ThreadForReport[], now =
 
 // ---------------------------------------------------------- tracked resources
 
-/** The subset of a tracked entry that messages use (structural, to avoid import cycles). */
-interface ResourceForReport {
-  name: string;
-  kind: string;
-  ageMs: number;
-  collected: boolean;
-  stack?: string;
-}
+/** What a resource-leak message is made from. */
+type ResourceForReport = Pick<LeakInfo, 'name' | 'kind' | 'ageMs' | 'collected' | 'stack'>;
 
-/** The subset of a LeakReport that its text is made from. */
-interface ResourceReportData {
-  total: number;
-  collected: number;
-  byKind: Record<string, number>;
-  oldestAgeMs: number;
+/** The part of a LeakReport that its text is made from. */
+type ResourceReportData = Pick<LeakReport, 'total' | 'collected' | 'byKind' | 'oldestAgeMs'> & {
   leaks: readonly ResourceForReport[];
-}
+};
 
 function formatResourceEntry(leak: ResourceForReport): string {
   const state = leak.collected ? '; collected without release' : '';

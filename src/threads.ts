@@ -27,18 +27,10 @@ import {
   type LeakLogger,
   type ResolvedScopeOptions,
 } from './scope.js';
-import { leakReportStack, threads, type NativeStack, type ThreadInfo } from './snapshot.js';
+import { leakReportStack, threads } from './snapshot.js';
+import type { LeakedThread, ThreadInfo, ThreadOrigin } from './types.js';
 
-/** Where a leaked thread came from. */
-export type ThreadOrigin =
-  | { kind: 'worker'; creationStack: string; worker: Worker }
-  | { kind: 'native'; module?: string; startRoutine?: string };
-
-export interface LeakedThread extends ThreadInfo {
-  origin: ThreadOrigin;
-  /** Native frames, where they could be captured. */
-  stack?: NativeStack;
-}
+export type { LeakedThread, ThreadOrigin } from './types.js';
 
 export interface ThreadLeakOptions {
   /** What to do when threads leak. Default 'warn'. */

@@ -224,12 +224,31 @@ describe('noThreadLeaks: creators and stacks', () => {
     expect(spawner.stats(handle)!.interrupted).toBe(sleeper.interrupted);
   });
 
-  it('captureStacks: false leaves stacks and creators out', async () => {
+  it('captureStacks: false leaves stacks out but still names the creator, read without a signal', async () => {
     const scope = noThreadLeaks(raise({ captureStacks: false }));
-    startNative({ count: 1 });
-    const [leak] = (await leakErrorOf(scope.close())).leaks;
-    expect(leak!.origin).toEqual({ kind: 'native' });
-    expect(leak!.stack).toBeUndefined();
+    const { handle } = startNative({ count: 2, sleepMs: 20 });
+    const error = await leakErrorOf(scope.close());
+    for (const leak of error.leaks) {
+      expect(leak.origin).toEqual({ kind: 'native', module: fixtureModule, startRoutine: 'spawner_thread_main' });
+      expect(leak.stack).toBeUndefined();
+    }
+    expect(error.message).toContain(`started by spawner_thread_main in ${fixtureModule}`);
+    expect(error.message).not.toContain('#0 ');
+    expect(await waitUntil(() => spawner.stats(handle)!.ticks >= 2 * 3)).toBe(true);
+    expect(spawner.stats(handle)!.interrupted).toBe(0);
+  });
+
+  it('captureStacks: false keeps the filter-by-creator recipe working', async () => {
+    const scope = noThreadLeaks(
+      raise({
+        captureStacks: false,
+        nameFilter: (t) => !(t.origin.kind === 'native' && t.origin.module?.endsWith('/spawner.node')),
+      }),
+    );
+    startNative({ count: 2 });
+    const worker = startWorker();
+    const error = await leakErrorOf(scope.close());
+    expect(error.leaks.map((t) => t.origin.kind === 'worker' && t.origin.worker)).toEqual([worker]);
   });
 
   it('a predicate can leave out every thread a given module started', async () => {

@@ -9,7 +9,7 @@ import {
   type LeakedThread,
   type ThreadLeakOptions,
 } from '../src/index.js';
-import { realpathSync } from 'node:fs';
+import { realpathSync, writeFileSync } from 'node:fs';
 import { fixtureThreads, spawner, spawnerPath, waitUntil } from './helpers.js';
 
 const fixture = fixtureThreads();
@@ -164,11 +164,28 @@ describe('noThreadLeaks: detection', () => {
   });
 
   it('reads names from the last snapshot', async () => {
-    const scope = noThreadLeaks(raise());
-    const { tids } = startNative({ count: 1, name: 'tl-renamed' });
-    // The fixture names its threads before start() returns; the report must show that name.
+    const tids: number[] = [];
+    const seen: string[] = [];
+    const scope = noThreadLeaks(
+      raise({
+        gracePeriodMs: 50,
+        // The first look caches the thread's creator and stack; the thread is
+        // renamed right after it, as threads often rename themselves once started.
+        nameFilter: (t) => {
+          if (t.id === tids[0]) {
+            if (seen.length === 0) writeFileSync(`/proc/self/task/${t.id}/comm`, 'tl-after');
+            seen.push(t.name);
+          }
+          return true;
+        },
+      }),
+    );
+    tids.push(...startNative({ count: 1, name: 'tl-before' }).tids);
     const error = await leakErrorOf(scope.close());
-    expect(error.leaks.find((t) => t.id === tids[0])?.name).toBe('tl-renamed');
+    expect(seen[0]).toBe('tl-before');
+    expect(seen.at(-1)).toBe('tl-after');
+    expect(error.leaks.find((t) => t.id === tids[0])?.name).toBe('tl-after');
+    expect(error.message).toContain(`thread ${tids[0]} "tl-after"`);
   });
 });
 

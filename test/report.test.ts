@@ -1,5 +1,6 @@
 // Message formats that real packages bring out (the field test's findings).
 import { describe, expect, it } from 'vitest';
+import { PISCINA_CREATION_STACK } from './helpers.js';
 import { formatCannotStopThreads, formatFrame, formatStackError, formatThreadLeaks, formatUninterruptedStack } from '../src/report.js';
 
 // A creation stack's frames as the report shows them: without V8's "at ".
@@ -12,15 +13,7 @@ describe('formatThreadLeaks: a Worker created inside a dependency', () => {
     state: 'sleeping',
     origin: { kind: 'worker' as const, creationStack },
   });
-  const piscina = [
-    'at new WorkerInfo (/app/node_modules/piscina/dist/worker_pool/index.js:38:23)',
-    'at ThreadPool._addNewWorker (/app/node_modules/piscina/dist/index.js:139:28)',
-    'at ThreadPool._ensureMinimumWorkers (/app/node_modules/piscina/dist/index.js:132:18)',
-    'at new ThreadPool (/app/node_modules/piscina/dist/index.js:123:14)',
-    'at new Piscina (/app/node_modules/piscina/dist/index.js:656:53)',
-    'at startPool (file:///app/pool.mjs:4:31)',
-    'at file:///app/pool.mjs:6:14',
-  ];
+  const piscina = PISCINA_CREATION_STACK;
 
   it("adds the caller's own frame when every top frame is the dependency's", () => {
     const lines = formatThreadLeaks([worker(piscina.join('\n'))], 100).split('\n');

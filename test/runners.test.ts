@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawnerPath } from './helpers.js';
+import { PISCINA_CREATION_STACK, spawnerPath } from './helpers.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const dir = `${root}test/fixtures/runners/build/${process.pid}`;
@@ -49,14 +49,7 @@ function realisticError() {
         { address: '0x7f3a1a1b3c4d', symbol: 'tokio::runtime::blocking::pool::Inner::run', module: LANCE, offset: 412, scanned: true },
         { address: '0x7f3a1a1b4d5e', symbol: 'tokio::runtime::blocking::pool::Spawner::spawn_thread::{{closure}}', module: LANCE, offset: 151, scanned: true },
       ], error: 'thread 4102 is blocked in a system call, so it was read without a signal (which could make that call fail with EINTR): frames from its PC and a scan of its stack (scanned: true)' } },
-    { id: 4105, name: 'WorkerThread', state: 'running', origin: { kind: 'worker', creationStack: [
-      'at new WorkerInfo (/app/node_modules/piscina/dist/worker_pool/index.js:38:23)',
-      'at ThreadPool._addNewWorker (/app/node_modules/piscina/dist/index.js:139:28)',
-      'at ThreadPool._ensureMinimumWorkers (/app/node_modules/piscina/dist/index.js:132:18)',
-      'at new ThreadPool (/app/node_modules/piscina/dist/index.js:123:14)',
-      'at new Piscina (/app/node_modules/piscina/dist/index.js:656:53)',
-      'at startPool (file:///app/pool.mjs:4:31)',
-    ].join('\\n') } },
+    { id: 4105, name: 'WorkerThread', state: 'running', origin: { kind: 'worker', creationStack: ${JSON.stringify(PISCINA_CREATION_STACK.join('\n'))} } },
   ];
   return new ThreadLeakError(formatThreadLeaks(leaks, 100, now), leaks);
 }

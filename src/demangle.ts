@@ -23,8 +23,22 @@ const MAX_DEPTH = 200;
 const MAX_STEPS = 100_000;
 const MAX_OUTPUT = 256 * 1024;
 
+// Stacks repeat the same names: demangled names are kept, up to a bound.
+const MAX_CACHED = 4096;
+const cache = new Map<string, string>();
+
 /** `symbol` demangled if it is a Rust symbol (legacy or v0), else `symbol` itself. */
 export function demangleRust(symbol: string): string {
+  let readable = cache.get(symbol);
+  if (readable === undefined) {
+    readable = demangleUncached(symbol);
+    if (cache.size >= MAX_CACHED) cache.clear();
+    cache.set(symbol, readable);
+  }
+  return readable;
+}
+
+function demangleUncached(symbol: string): string {
   try {
     if (symbol.startsWith('_R')) return demangleV0(symbol) ?? symbol;
     if (symbol.startsWith('_ZN') || symbol.startsWith('__ZN')) return demangleLegacy(symbol) ?? symbol;
@@ -153,6 +167,10 @@ const BASIC_TYPES: Readonly<Record<string, string>> = {
   z: '!',
 };
 
+// Sticky: they match at `lastIndex` only, without slicing the symbol.
+const DECIMAL = /0|[1-9][0-9]{0,8}/y;
+const HEX_DIGITS = /[0-9a-f]*_/y;
+
 const SIGNED_INTEGERS = new Set(['a', 's', 'l', 'x', 'n', 'i']);
 const UNSIGNED_INTEGERS = new Set(['h', 't', 'm', 'y', 'o', 'j']);
 
@@ -226,13 +244,9 @@ class V0Parser {
     for (;;) {
       const c = this.#next();
       if (c === '_') break;
-      const digit = /[0-9]/.test(c)
-        ? c.charCodeAt(0) - 48
-        : /[a-z]/.test(c)
-          ? c.charCodeAt(0) - 97 + 10
-          : /[A-Z]/.test(c)
-            ? c.charCodeAt(0) - 65 + 36
-            : -1;
+      const code = c.charCodeAt(0);
+      const digit =
+        code >= 48 && code <= 57 ? code - 48 : code >= 97 && code <= 122 ? code - 97 + 10 : code >= 65 && code <= 90 ? code - 65 + 36 : -1;
       if (digit < 0) throw new Malformed('bad base-62 digit');
       // Crate disambiguators are 64-bit hashes, never printed: a float is
       // exact for every number that is (backrefs, closure indices, lifetimes).
@@ -248,7 +262,8 @@ class V0Parser {
   }
 
   #decimal(): number {
-    const digits = /^(0|[1-9][0-9]{0,8})/.exec(this.rest());
+    DECIMAL.lastIndex = this.pos;
+    const digits = DECIMAL.exec(this.text);
     if (!digits) throw new Malformed('expected a decimal number');
     this.pos += digits[0].length;
     return Number(digits[0]);
@@ -445,7 +460,8 @@ class V0Parser {
     const type = this.#next();
     if (type === 'p') return '_';
     const negative = this.#eat('n');
-    const hex = /^[0-9a-f]*_/.exec(this.rest());
+    HEX_DIGITS.lastIndex = this.pos;
+    const hex = HEX_DIGITS.exec(this.text);
     if (!hex) throw new Malformed('bad constant');
     this.pos += hex[0].length;
     const value = hex[0].length > 1 ? BigInt(`0x${hex[0].slice(0, -1)}`) : 0n;

@@ -96,9 +96,10 @@ function creationFrames(creationStack: string): string[] {
 // No line of a report may look like a JavaScript stack frame ("at " first, a
 // ":line:col" or a "::" after it): test runners take the first such line of
 // an error's message for the start of its stack, cut the message there and
-// rewrite or drop what follows (Jest drops frames under node_modules). So
-// native frames are numbered as gdb and eu-stack print them (`#0 symbol+0x1a
-// (module)`), and the JavaScript frames of a creation stack lose V8's "at ".
+// rewrite what follows (Jest 30 cut at a C++ name with "::" and made the
+// paths of the JavaScript frames after it relative). So native frames are
+// numbered as gdb and eu-stack print them (`#0 symbol+0x1a (module)`), and
+// the JavaScript frames of a creation stack lose V8's "at ".
 function withoutAt(jsFrame: string): string {
   return jsFrame.replace(/^\s*at\s+/, '');
 }

@@ -1,8 +1,8 @@
 // A leak report as Jest and vitest print it: every line of the message must
 // reach the terminal, in order, unchanged. Test runners take the first line of
 // a message that looks like a JavaScript stack frame for the start of the
-// stack, cut the message there and rewrite what follows (Jest re-indents such
-// lines, makes their paths relative and can drop those under node_modules).
+// stack, cut the message there and rewrite what follows (Jest 30 cut the old
+// format at the first C++ name with "::" and made later paths relative).
 // A tiny project is generated, with one test that throws a ThreadLeakError
 // built from a realistic report and one that really leaks a std::thread of
 // the fixture and a Worker; each writes its message to a file beside it.

@@ -13,6 +13,15 @@
 // them is used. Frames with no module (JIT code, unknown memory) say nothing
 // about the creator and are skipped.
 //
+// Rust threads enter the same way: std's thread_start
+// (`<std::sys::thread::unix::Thread>::new::thread_start`), the boxed-closure
+// shim (`<... as core::ops::function::FnOnce<()>>::call_once::{shim:vtable#0}`,
+// `{{vtable.shim}}` in legacy names) and `__rust_begin_short_backtrace`, all
+// instantiated inside the crate that spawned the thread. Frames whose
+// (demangled) path is in Rust's std, core or alloc are passed over like the
+// C++ runtime's, so the creator is the first frame of the code that asked for
+// the thread (its closure, or the function the closure was inlined into).
+//
 // A compiler may turn an entry function's last call into a jump (a tail
 // call); the entry then has no frame and the function it called is named.
 //
@@ -77,7 +86,10 @@ const RUNTIME_MODULES: readonly RegExp[] = [
 // Symbols of C/C++ runtime code that ends up inside other modules: C++
 // standard library templates instantiated in an addon, and the C runtime's
 // start-up code linked into every executable (crt1.o, MSVC's CRT entry).
-const RUNTIME_SYMBOL = /^(std::|__gnu_cxx::|__cxxabiv1::|_ZN?K?St|_ZN9__gnu_cxx)/;
+// Rust's standard library is instantiated into the crate that uses it the
+// same way: paths in std, core or alloc, including their impls
+// (`<std::...>::f`, `<alloc::boxed::Box<F> as core::ops::function::FnOnce<A>>::call_once`).
+const RUNTIME_SYMBOL = /^(std::|__gnu_cxx::|__cxxabiv1::|_ZN?K?St|_ZN9__gnu_cxx|<?(core|alloc)::|<std::)/;
 const CRT_ENTRY_SYMBOLS: ReadonlySet<string> = new Set([
   '_start',
   '__libc_start_main',

@@ -1,11 +1,10 @@
 // Every error class and error code threadleak throws. Messages come from report.ts.
-import type { LeakedThread } from './threads.js';
-import type { LeakInfo } from './tracker.js';
 import {
   formatInvalidOption,
   formatOsError,
   formatUnsupportedPlatform,
 } from './report.js';
+import type { LeakedThread, LeakInfo } from './types.js';
 
 /** Base class of every leak threadleak reports by throwing. */
 export class LeakError extends Error {

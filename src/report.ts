@@ -1,6 +1,7 @@
 // The one place that turns data into text: every message threadleak prints or
 // throws is formatted here, so wording and layout stay consistent.
 import { inspect } from 'node:util';
+import type { LeakedThread, LeakInfo, LeakReport, NativeFrame, NativeOrigin, WorkerOrigin } from './types.js';
 
 /** A short, unambiguous rendering of a user-supplied value for messages. */
 export function describeValue(value: unknown): string {
@@ -33,17 +34,13 @@ export function formatUnsupportedPlatform(platform: string): string {
 
 // ---------------------------------------------------------------- thread leaks
 
-/** The subset of a leaked thread that messages use (structural, to avoid import cycles). */
-interface ThreadForReport {
-  id: number;
-  name: string;
-  state: string;
-  startTime?: number;
-  origin:
-    | { kind: 'worker'; creationStack: string }
-    | { kind: 'native'; module?: string; startRoutine?: string };
-  stack?: { frames: { address: string; symbol?: string; module?: string; offset?: number; scanned?: boolean }[]; error?: string };
-}
+/**
+ * What a thread-leak message is made from: a leaked thread, of which a
+ * Worker's origin need not carry the Worker itself.
+ */
+type ThreadForReport = Pick<LeakedThread, 'id' | 'name' | 'state' | 'startTime' | 'stack'> & {
+  origin: NativeOrigin | Omit<WorkerOrigin, 'worker'>;
+};
 
 const TOP_FRAMES = 5;
 const CREATION_FRAMES = 4;
@@ -58,17 +55,12 @@ export function formatDuration(ms: number): string {
   return `${(ms / 1000).toFixed(1)} s`;
 }
 
-function basename(path: string): string {
-  const slash = Math.max(path.lastIndexOf('/'), path.lastIndexOf('\\'));
-  return slash < 0 ? path : path.slice(slash + 1);
-}
-
 /**
  * One native frame: `symbol+0xoffset (module)`, or, with no symbol,
  * `address (module+0xoffset)` — the offset from the module's load base, which
  * `addr2line -f -C -e <module> <offset>` resolves.
  */
-export function formatFrame(frame: { address: string; symbol?: string; module?: string; offset?: number; scanned?: boolean }): string {
+export function formatFrame(frame: NativeFrame): string {
   const offset = frame.offset !== undefined ? `+0x${frame.offset.toString(16)}` : '';
   const where = frame.symbol ? `${frame.symbol}${offset}` : frame.address;
   const module = frame.module ? ` (${frame.module}${frame.symbol ? '' : offset})` : '';
@@ -101,6 +93,32 @@ function creationFrames(creationStack: string): string[] {
   return own === CREATION_FRAMES ? [...top, all[own]!] : [...top, '...', all[own]!];
 }
 
+// No line of a report may look like a JavaScript stack frame ("at " first, a
+// ":line:col" or a "::" after it): test runners take the first such line of
+// an error's message for the start of its stack, cut the message there and
+// rewrite what follows (Jest 30 cut at a C++ name with "::" and made the
+// paths of the JavaScript frames after it relative). So native frames are
+// numbered as gdb and eu-stack print them (`#0 symbol+0x1a (module)`), and
+// the JavaScript frames of a creation stack lose V8's "at ".
+function withoutAt(jsFrame: string): string {
+  return jsFrame.replace(/^\s*at\s+/, '');
+}
+
+// The note that a leak report's stack was read without a signal: said once
+// under the report (see SCANNED_NOTE), not under every thread.
+function isUninterruptedNote(stack: NonNullable<ThreadForReport['stack']>): boolean {
+  return stack.error === formatUninterruptedStack(stack.threadId);
+}
+
+/** Once under a report that shows scanned frames: what `[scanned]` means. */
+const SCANNED_NOTE =
+  '[scanned]: read without interrupting the thread, from its PC and a scan of its stack (may include stale return addresses)';
+
+/** What a thread's stack error says in a report: the reason alone; what was recovered shows in its frames. */
+function stackErrorLine(error: string): string {
+  return error.endsWith(RECOVERED_FRAMES) ? error.slice(0, -RECOVERED_FRAMES.length) : error;
+}
+
 function formatThreadEntry(thread: ThreadForReport, now: number): string {
   const age = thread.startTime === undefined ? '' : `, age ${formatDuration(Math.max(0, now - thread.startTime))}`;
   const lines = [
@@ -109,57 +127,55 @@ function formatThreadEntry(thread: ThreadForReport, now: number): string {
   if (thread.origin.kind === 'worker') {
     const stack = creationFrames(thread.origin.creationStack);
     lines.push(stack.length ? '      created at:' : '      created at: (no JavaScript stack)');
-    for (const line of stack) lines.push(`        ${line}`);
+    for (const line of stack) lines.push(`        ${withoutAt(line)}`);
   }
-  if (thread.stack) {
-    for (const frame of thread.stack.frames.slice(0, TOP_FRAMES)) lines.push(`        at ${formatFrame(frame)}`);
-    if (thread.stack.error) lines.push(`        (stack: ${thread.stack.error})`);
+  const stack = thread.stack;
+  if (stack) {
+    stack.frames.slice(0, TOP_FRAMES).forEach((frame, i) => lines.push(`        #${i} ${formatFrame(frame)}`));
+    if (stack.error && !isUninterruptedNote(stack)) lines.push(`        (stack: ${stackErrorLine(stack.error)})`);
   }
+  return lines.join('\n');
+}
+
+/** Each thread's entry, then, where any frame shown was scanned, the note that says what that means. */
+function formatThreadEntries(head: string, leaks: readonly ThreadForReport[], now: number): string {
+  const sorted = [...leaks].sort((a, b) => a.id - b.id);
+  const lines = [head, ...sorted.map((t) => formatThreadEntry(t, now))];
+  if (sorted.some((t) => t.stack?.frames.slice(0, TOP_FRAMES).some((f) => f.scanned))) lines.push(`  ${SCANNED_NOTE}`);
   return lines.join('\n');
 }
 
 /** The message of every thread-leak warning, log line and ThreadLeakError: sorted by id. */
 export function formatThreadLeaks(leaks: readonly ThreadForReport[], gracePeriodMs: number, now = Date.now()): string {
-  const sorted = [...leaks].sort((a, b) => a.id - b.id);
   const when = gracePeriodMs > 0 ? `${formatDuration(gracePeriodMs)} after it ended` : 'when it ended';
-  const head = `${plural(sorted.length, 'thread')} leaked: started in the scope and still alive ${when}`;
-  return [head, ...sorted.map((t) => formatThreadEntry(t, now))].join('\n');
+  const head = `${plural(leaks.length, 'thread')} leaked: started in the scope and still alive ${when}`;
+  return formatThreadEntries(head, leaks, now);
 }
 
 /** Logged by action 'cancel' for the threads it cannot stop. */
 export function formatCannotStopThreads(leaks: readonly ThreadForReport[], now = Date.now()): string {
-  const sorted = [...leaks].sort((a, b) => a.id - b.id);
+  const them = leaks.length === 1 ? 'it' : 'them';
   const head =
-    `Cannot force-stop ${plural(sorted.length, 'leaked thread')}: ` +
-    `native threads cannot be stopped safely from outside; stop ${sorted.length === 1 ? 'it' : 'them'} in the code that started ${sorted.length === 1 ? 'it' : 'them'}`;
-  return [head, ...sorted.map((t) => formatThreadEntry(t, now))].join('\n');
+    `Cannot force-stop ${plural(leaks.length, 'leaked thread')}: ` +
+    `native threads cannot be stopped safely from outside; stop ${them} in the code that started ${them}`;
+  return formatThreadEntries(head, leaks, now);
 }
 
 // ---------------------------------------------------------- tracked resources
 
-/** The subset of a tracked entry that messages use (structural, to avoid import cycles). */
-interface ResourceForReport {
-  name: string;
-  kind: string;
-  ageMs: number;
-  collected: boolean;
-  stack?: string;
-}
+/** What a resource-leak message is made from. */
+type ResourceForReport = Pick<LeakInfo, 'name' | 'kind' | 'ageMs' | 'collected' | 'stack'>;
 
-/** The subset of a LeakReport that its text is made from. */
-interface ResourceReportData {
-  total: number;
-  collected: number;
-  byKind: Record<string, number>;
-  oldestAgeMs: number;
+/** The part of a LeakReport that its text is made from. */
+type ResourceReportData = Pick<LeakReport, 'total' | 'collected' | 'byKind' | 'oldestAgeMs'> & {
   leaks: readonly ResourceForReport[];
-}
+};
 
 function formatResourceEntry(leak: ResourceForReport): string {
   const state = leak.collected ? '; collected without release' : '';
   const head = `  - ${JSON.stringify(leak.name)} (${leak.kind}, held ${formatDuration(leak.ageMs)}${state})`;
   if (leak.stack === undefined) return head;
-  const frames = leak.stack.split('\n').map((line) => line.trim()).filter(Boolean).slice(0, CREATION_FRAMES);
+  const frames = leak.stack.split('\n').map(withoutAt).map((line) => line.trim()).filter(Boolean).slice(0, CREATION_FRAMES);
   if (frames.length === 0) return `${head}\n      tracked at: (no JavaScript stack)`;
   return [head, '      tracked at:', ...frames.map((frame) => `        ${frame}`)].join('\n');
 }
@@ -201,6 +217,8 @@ interface StackErrorData {
   recoveredFrames: number;
   platform: string;
 }
+
+const RECOVERED_FRAMES = '; frames recovered from what the kernel shows: its PC and a scan of its stack (scanned: true)';
 
 /** The `error` of a NativeStack: why its frames are missing or partial, and what was still recovered. */
 export function formatStackError(threadId: number, data: StackErrorData): string {
@@ -252,9 +270,7 @@ export function formatStackError(threadId: number, data: StackErrorData): string
   }
   if (detail && !detailUsed) text += `: ${detail}`;
   if (code === 'not-found' || code === 'exited' || code === 'unsupported') return text;
-  return data.recoveredFrames > 0
-    ? `${text}; frames recovered from what the kernel shows: its PC and a scan of its stack (scanned: true)`
-    : `${text}; no frames recovered: the kernel shows no stack pointer while a thread runs`;
+  return data.recoveredFrames > 0 ? `${text}${RECOVERED_FRAMES}` : `${text}; no frames recovered: the kernel shows no stack pointer while a thread runs`;
 }
 
 /** The `error` of a leak report's stack read without interrupting the thread. */

@@ -1,51 +1,12 @@
 // The snapshot layer: the threads of a process as plain data, no policy.
 import { attributeStack } from './attribution.js';
 import { captureStack, listThreads } from './binding.js';
+import { demangleFrames } from './demangle.js';
 import { invalidOption, systemError } from './errors.js';
 import { formatStackError, formatUninterruptedStack } from './report.js';
+import type { NativeStack, ThreadInfo, ThreadState } from './types.js';
 
-export type ThreadState = 'running' | 'sleeping' | 'blocked' | 'stopped' | 'zombie' | 'unknown';
-
-export interface ThreadInfo {
-  /** OS thread id (Linux tid, macOS thread_id, Windows thread id). */
-  id: number;
-  /** Identity that survives id reuse: equal for the same thread across snapshots. */
-  key: string;
-  /** '' when the thread has none. */
-  name: string;
-  state: ThreadState;
-  /** The OS's own word for the state: 'S', 'TH_STATE_WAITING', 'Waiting/WrQueue'. */
-  rawState: string;
-  /** ms since the epoch, where the OS tells. */
-  startTime?: number;
-  userCpuMs: number;
-  systemCpuMs: number;
-}
-
-/** One frame of a native stack. */
-export interface NativeFrame {
-  /** The return (or program-counter) address, in hex: '0x7f12...'. */
-  address: string;
-  symbol?: string;
-  /** Absolute path of the shared object or executable that holds the address. */
-  module?: string;
-  /** Offset of the address from `symbol` (or from the module's base when no symbol). */
-  offset?: number;
-  /** Found by scanning the thread's stack memory, not by unwinding. */
-  scanned?: boolean;
-}
-
-/** The native stack of one thread. */
-export interface NativeStack {
-  threadId: number;
-  frames: NativeFrame[];
-  /** The function the thread was started with, where it can be told. */
-  startRoutine?: string;
-  /** The shared object (.node, .so, .dll, .dylib) that holds it. */
-  module?: string;
-  /** Why frames are missing or partial (signals blocked, timed out, exited, unsupported). */
-  error?: string;
-}
+export type { NativeFrame, NativeStack, ThreadInfo, ThreadState } from './types.js';
 
 export interface ThreadsOptions {
   /** Another process to list; default: this process. */
@@ -146,8 +107,8 @@ export function threadStack(id: number, options?: ThreadStackOptions): NativeSta
 
 function stackOf(id: number, timeoutMs: number, forLeakReport = false): NativeStack {
   const raw = captureStack(id, timeoutMs);
-  const stack: NativeStack = { threadId: id, frames: raw.frames };
-  const { module, startRoutine } = attributeStack(raw.frames);
+  const stack: NativeStack = { threadId: id, frames: demangleFrames(raw.frames) };
+  const { module, startRoutine } = attributeStack(stack.frames);
   if (startRoutine !== undefined) stack.startRoutine = startRoutine;
   if (module !== undefined) stack.module = module;
   if (forLeakReport && raw.error === 'not-probed' && raw.frames.length > 0) {

@@ -27,18 +27,10 @@ import {
   type LeakLogger,
   type ResolvedScopeOptions,
 } from './scope.js';
-import { leakReportStack, threads, type NativeStack, type ThreadInfo } from './snapshot.js';
+import { leakReportStack, threads } from './snapshot.js';
+import type { LeakedThread, ThreadInfo, ThreadOrigin } from './types.js';
 
-/** Where a leaked thread came from. */
-export type ThreadOrigin =
-  | { kind: 'worker'; creationStack: string; worker: Worker }
-  | { kind: 'native'; module?: string; startRoutine?: string };
-
-export interface LeakedThread extends ThreadInfo {
-  origin: ThreadOrigin;
-  /** Native frames, where they could be captured. */
-  stack?: NativeStack;
-}
+export type { LeakedThread, ThreadOrigin } from './types.js';
 
 export interface ThreadLeakOptions {
   /** What to do when threads leak. Default 'warn'. */
@@ -101,20 +93,25 @@ function isDaemon(thread: ThreadInfo): boolean {
 // (see leakReportStack: a thread blocked in a system call is never interrupted).
 const STACK_TIMEOUT_MS = 100;
 
-/** Adds the native stack, and the module and function that started it, to a native thread. */
-function withNativeStack(thread: LeakedThread): LeakedThread {
-  const stack = leakReportStack(thread.id, STACK_TIMEOUT_MS);
+/**
+ * Adds the module and function that started a native thread, and its stack
+ * when `withStack`. Without it, only what the kernel shows is read (timeout 0
+ * never sends the probe): the creator of a thread blocked in a system call --
+ * most leaked threads are idle -- is still known, at no risk to the thread.
+ */
+function withNativeDetail(thread: LeakedThread, withStack: boolean): LeakedThread {
+  const stack = leakReportStack(thread.id, withStack ? STACK_TIMEOUT_MS : 0);
   const origin: ThreadOrigin = { kind: 'native' };
   if (stack.module !== undefined) origin.module = stack.module;
   if (stack.startRoutine !== undefined) origin.startRoutine = stack.startRoutine;
-  return { ...thread, origin, stack };
+  return withStack ? { ...thread, origin, stack } : { ...thread, origin };
 }
 
 class ThreadLeakDetector implements LeakDetector<LeakedThread> {
   readonly warning = { type: 'ThreadLeakWarning', code: 'ERR_THREAD_LEAK' };
   readonly #baseline: ReadonlySet<string>;
   readonly #options: ResolvedThreadOptions;
-  // Enriched threads by key: a thread's stack and creator are captured once per scope.
+  // Native threads with their creator (and stack) by key: read once per scope.
   readonly #detail = new Map<string, LeakedThread>();
 
   constructor(options: ResolvedThreadOptions) {
@@ -123,16 +120,14 @@ class ThreadLeakDetector implements LeakDetector<LeakedThread> {
     this.#baseline = noteSnapshot(threads());
   }
 
-  #enrich(thread: ThreadInfo, withStack: boolean): LeakedThread {
-    const cached = this.#detail.get(thread.key);
+  #enrich(thread: ThreadInfo, withDetail: boolean): LeakedThread {
+    // The origin is looked up every time: a Worker's OS thread may have been settled since.
     const origin = originOf(thread);
-    // Names and states come from the newest snapshot; the stack from the first look. The
-    // origin is looked up again: a Worker's OS thread may have been settled since.
-    if (cached && cached.origin.kind === 'native' && origin.kind === 'native' && (cached.stack || !withStack)) {
-      return { ...cached, ...thread };
-    }
-    let leaked: LeakedThread = { ...thread, origin };
-    if (withStack && leaked.origin.kind === 'native') leaked = withNativeStack(leaked);
+    if (origin.kind === 'worker' || !withDetail) return { ...thread, origin };
+    // Names and states come from the newest snapshot; the creator and stack from the first look.
+    const cached = this.#detail.get(thread.key);
+    if (cached) return { ...cached, ...thread };
+    const leaked = withNativeDetail({ ...thread, origin }, this.#options.captureStacks);
     this.#detail.set(thread.key, leaked);
     return leaked;
   }
@@ -145,7 +140,7 @@ class ThreadLeakDetector implements LeakDetector<LeakedThread> {
     for (const thread of list) {
       if (this.#baseline.has(thread.key) || thread.state === 'zombie' || isOwnThread(thread.key)) continue;
       if (options.excludeDaemon && isDaemon(thread)) continue;
-      const leaked = this.#enrich(thread, options.filterNeedsDetail && options.captureStacks);
+      const leaked = this.#enrich(thread, options.filterNeedsDetail);
       if (!options.includes(leaked)) continue;
       leaks.push(leaked);
     }
@@ -153,7 +148,6 @@ class ThreadLeakDetector implements LeakDetector<LeakedThread> {
   }
 
   finalize(leaks: LeakedThread[]): LeakedThread[] {
-    if (!this.#options.captureStacks) return leaks;
     return leaks.map((t) => this.#enrich(t, true));
   }
 

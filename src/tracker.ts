@@ -19,6 +19,9 @@ import {
   type LeakLogger,
   type ResolvedScopeOptions,
 } from './scope.js';
+import type { LeakInfo, LeakReport } from './types.js';
+
+export type { LeakInfo, LeakReport } from './types.js';
 
 export interface LeakTrackerOptions {
   /** Record the JavaScript stack of every track() call and show it in reports. Default false. */
@@ -30,38 +33,6 @@ export interface TrackOptions {
   name?: string;
   /** What sort of resource this is ('file', 'db-connection'); reports count by it. Default 'object'. */
   kind?: string;
-}
-
-/** One tracked resource that was not released (yet). */
-export interface LeakInfo {
-  /** Sequence number within its tracker, from 1; tracking again gives a new one. */
-  id: number;
-  name: string;
-  kind: string;
-  /** When it was tracked, in ms since the epoch. */
-  createdAt: number;
-  /** How long it has been tracked, in ms (monotonic clock). */
-  ageMs: number;
-  /** True when the object was garbage-collected while still tracked: it was never released. */
-  collected: boolean;
-  /** Where track() was called (V8 stack frames, one a line), with `captureStack`. */
-  stack?: string;
-}
-
-export interface LeakReport {
-  /** How many entries are unreleased, collected ones included. */
-  total: number;
-  /** How many of them were garbage-collected without release. */
-  collected: number;
-  /** Entries by kind, kinds in sorted order. */
-  byKind: Record<string, number>;
-  /** The age of the oldest entry in ms; 0 when there is none. */
-  oldestAgeMs: number;
-  /** Every entry, oldest first. */
-  leaks: LeakInfo[];
-  /** The report as text; also what `String(report)` gives. */
-  text: string;
-  toString(): string;
 }
 
 export interface ReportAtExitOptions {

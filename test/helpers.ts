@@ -112,3 +112,14 @@ export function timed(id: number, timeoutMs: number): { stack: NativeStack; elap
   const stack = threadStack(id, { timeoutMs });
   return { stack, elapsedMs: performance.now() - t0 };
 }
+
+/** The creation stack of a Worker that piscina starts for the caller's startPool(), as V8 prints it. */
+export const PISCINA_CREATION_STACK: readonly string[] = [
+  'at new WorkerInfo (/app/node_modules/piscina/dist/worker_pool/index.js:38:23)',
+  'at ThreadPool._addNewWorker (/app/node_modules/piscina/dist/index.js:139:28)',
+  'at ThreadPool._ensureMinimumWorkers (/app/node_modules/piscina/dist/index.js:132:18)',
+  'at new ThreadPool (/app/node_modules/piscina/dist/index.js:123:14)',
+  'at new Piscina (/app/node_modules/piscina/dist/index.js:656:53)',
+  'at startPool (file:///app/pool.mjs:4:31)',
+  'at file:///app/pool.mjs:6:14',
+];

@@ -9,7 +9,7 @@ import {
   type LeakedThread,
   type ThreadLeakOptions,
 } from '../src/index.js';
-import { realpathSync } from 'node:fs';
+import { realpathSync, writeFileSync } from 'node:fs';
 import { fixtureThreads, spawner, spawnerPath, waitUntil } from './helpers.js';
 
 const fixture = fixtureThreads();
@@ -164,11 +164,28 @@ describe('noThreadLeaks: detection', () => {
   });
 
   it('reads names from the last snapshot', async () => {
-    const scope = noThreadLeaks(raise());
-    const { tids } = startNative({ count: 1, name: 'tl-renamed' });
-    // The fixture names its threads before start() returns; the report must show that name.
+    const tids: number[] = [];
+    const seen: string[] = [];
+    const scope = noThreadLeaks(
+      raise({
+        gracePeriodMs: 50,
+        // The first look caches the thread's creator and stack; the thread is
+        // renamed right after it, as threads often rename themselves once started.
+        nameFilter: (t) => {
+          if (t.id === tids[0]) {
+            if (seen.length === 0) writeFileSync(`/proc/self/task/${t.id}/comm`, 'tl-after');
+            seen.push(t.name);
+          }
+          return true;
+        },
+      }),
+    );
+    tids.push(...startNative({ count: 1, name: 'tl-before' }).tids);
     const error = await leakErrorOf(scope.close());
-    expect(error.leaks.find((t) => t.id === tids[0])?.name).toBe('tl-renamed');
+    expect(seen[0]).toBe('tl-before');
+    expect(seen.at(-1)).toBe('tl-after');
+    expect(error.leaks.find((t) => t.id === tids[0])?.name).toBe('tl-after');
+    expect(error.message).toContain(`thread ${tids[0]} "tl-after"`);
   });
 });
 
@@ -187,7 +204,7 @@ describe('noThreadLeaks: creators and stacks', () => {
       await again.close();
     })());
     expect(error.message).toContain(`started by spawner_thread_main in ${fixtureModule}`);
-    expect(error.message).toMatch(/\n {8}at spawner_thread_body\+0x[0-9a-f]+ \(/);
+    expect(error.message).toMatch(/\n {8}#\d spawner_thread_body\+0x[0-9a-f]+ \(/);
   });
 
   it('attributes a std::thread to the addon, not to libstdc++', async () => {
@@ -224,12 +241,31 @@ describe('noThreadLeaks: creators and stacks', () => {
     expect(spawner.stats(handle)!.interrupted).toBe(sleeper.interrupted);
   });
 
-  it('captureStacks: false leaves stacks and creators out', async () => {
+  it('captureStacks: false leaves stacks out but still names the creator, read without a signal', async () => {
     const scope = noThreadLeaks(raise({ captureStacks: false }));
-    startNative({ count: 1 });
-    const [leak] = (await leakErrorOf(scope.close())).leaks;
-    expect(leak!.origin).toEqual({ kind: 'native' });
-    expect(leak!.stack).toBeUndefined();
+    const { handle } = startNative({ count: 2, sleepMs: 20 });
+    const error = await leakErrorOf(scope.close());
+    for (const leak of error.leaks) {
+      expect(leak.origin).toEqual({ kind: 'native', module: fixtureModule, startRoutine: 'spawner_thread_main' });
+      expect(leak.stack).toBeUndefined();
+    }
+    expect(error.message).toContain(`started by spawner_thread_main in ${fixtureModule}`);
+    expect(error.message).not.toContain('#0 ');
+    expect(await waitUntil(() => spawner.stats(handle)!.ticks >= 2 * 3)).toBe(true);
+    expect(spawner.stats(handle)!.interrupted).toBe(0);
+  });
+
+  it('captureStacks: false keeps the filter-by-creator recipe working', async () => {
+    const scope = noThreadLeaks(
+      raise({
+        captureStacks: false,
+        nameFilter: (t) => !(t.origin.kind === 'native' && t.origin.module?.endsWith('/spawner.node')),
+      }),
+    );
+    startNative({ count: 2 });
+    const worker = startWorker();
+    const error = await leakErrorOf(scope.close());
+    expect(error.leaks.map((t) => t.origin.kind === 'worker' && t.origin.worker)).toEqual([worker]);
   });
 
   it('a predicate can leave out every thread a given module started', async () => {

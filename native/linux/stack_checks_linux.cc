@@ -131,12 +131,14 @@ SignalTaker g_signal_takers[64] = {};
 unsigned g_next_signal_taker = 0;
 
 bool KnownSignalTaker(pid_t tid) {
-  const uint64_t start_ticks = ThreadStartTicks(tid);
-  std::lock_guard<std::mutex> lock(g_signal_takers_mutex);
-  for (const SignalTaker& t : g_signal_takers) {
-    if (t.tid == tid) return t.start_ticks == start_ticks;
+  uint64_t remembered = 0;
+  {
+    std::lock_guard<std::mutex> lock(g_signal_takers_mutex);
+    for (const SignalTaker& t : g_signal_takers) {
+      if (t.tid == tid) remembered = t.start_ticks;
+    }
   }
-  return false;
+  return remembered != 0 && remembered == ThreadStartTicks(tid);  // the same thread, not a reuse of its id
 }
 
 }  // namespace

@@ -183,7 +183,7 @@ describe('threads the probe must not disturb', () => {
 });
 
 describe('concurrent captures from several Workers', () => {
-  it('serializes the probe: every capture succeeds, none waits past its bound', async () => {
+  it('every capture succeeds, none waits past its bound (one probe per target at a time)', async () => {
     const { tids } = start({ count: 4, name: 'concurrent' });
     const body = `
       const { parentPort, workerData } = require('node:worker_threads');

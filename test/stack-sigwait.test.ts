@@ -39,10 +39,15 @@ function busyCpus(lifetimeMs: number): { stop(): Promise<void> } {
     }));
   }
   return {
+    /** Kills them and waits (10 s at most) until Node has seen them end. */
     async stop() {
-      await Promise.all(children.map((child) => new Promise<void>((resolve) => {
+      await Promise.all(children.map((child) => new Promise<void>((resolve, reject) => {
         if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        child.once('exit', () => resolve());
+        const bound = setTimeout(() => reject(new Error(`busy child ${child.pid} not seen to end in 10 s`)), 10_000);
+        child.once('exit', () => {
+          clearTimeout(bound);
+          resolve();
+        });
         child.kill('SIGKILL');
       })));
     },

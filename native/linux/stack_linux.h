@@ -191,8 +191,8 @@ void ForgetAnswered(pid_t tid);
 // What Probe's result->detail says when the thread took the probe as one of
 // its own signals (sigwaitinfo): result->error is "signal-blocked" then.
 extern const char kTookProbe[];
-// Probes `tid` through `slot` (claimed for it) until `deadline`
-// (CLOCK_MONOTONIC ns); on success appends its frames. Otherwise sets
+// Probes `tid` with signal result->signal through `slot` (claimed for it)
+// until `deadline` (CLOCK_MONOTONIC ns); on success appends its frames. Otherwise sets
 // result->error (and detail). With `check_room` the handler unwinds only when
 // kUnwindBytes of stack are left below it.
 bool Probe(int slot, pid_t tid, bool check_room, int64_t deadline, std::vector<RawFrame>* raw, StackResult* result);

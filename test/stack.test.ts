@@ -263,8 +263,11 @@ describe('1000 captures of churning threads', () => {
         // half-started by the time it is probed); else a parked one.
         const kind = i % 4 === 3 ? 'parked' : 'churn';
         const id = kind === 'parked' ? parked[i % parked.length]! : churning(i);
-        const { stack, elapsedMs } = timed(id, 100);
-        slowest = Math.max(slowest, elapsedMs);
+        // A parked thread gets time to answer on a busy machine; the churn's
+        // threads are often gone before 100 ms anyway.
+        const timeoutMs = kind === 'parked' ? 2000 : 100;
+        const { stack, elapsedMs } = timed(id, timeoutMs);
+        slowest = Math.max(slowest, elapsedMs - timeoutMs);
         expect(stack.threadId).toBe(id);
         expect(Array.isArray(stack.frames)).toBe(true);
         let key = stack.error === undefined ? 'ok' : stack.error.replace(/^thread \d+ /, '').split(/[;:(]/)[0]!.trim();
@@ -274,7 +277,8 @@ describe('1000 captures of churning threads', () => {
     } finally {
       expect(spawner.churnStop()).toBeGreaterThan(0);
     }
-    expect(slowest).toBeLessThan(100 + SLACK_MS);
+    // Past its timeout by the slack at most.
+    expect(slowest).toBeLessThan(SLACK_MS);
     // A parked thread answers every probe, whatever the churn around it does.
     expect(outcomes.parked).toEqual({ ok: 250 });
     // The churn's threads were all probed or looked up, and had only the

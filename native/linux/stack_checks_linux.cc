@@ -161,8 +161,8 @@ namespace {
 constexpr char kTakesSignals[] =
     "it waits for signals with sigwaitinfo() or sigtimedwait(), which would take the probe as its own";
 constexpr char kNeverSeenSafe[] =
-    "it was runnable but never seen on a CPU with the probe signal unblocked: it may have just left a sigwaitinfo() "
-    "that would take the probe as its own, so it was not sent";
+    "it was not sent: it was never seen asleep in a system call or running on a CPU with the probe signal "
+    "unblocked, and a thread just out of sigwaitinfo() would take the probe as its own";
 
 // The CPU time `tid` has used, in ns, counting the moment it runs now (the
 // kernel's per-thread CPU clock); -1 when it is gone.

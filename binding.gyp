@@ -8,8 +8,9 @@
       "include_dirs": ["native"],
       "conditions": [
         ["OS=='linux'", {
-          "sources": ["native/linux/threads_linux.cc", "native/linux/stack_linux.cc",
-                      "native/linux/stack_probe_linux.cc", "native/linux/stack_signal_linux.cc",
+          "sources": ["native/linux/threads_linux.cc", "native/linux/stack_linux.cc", "native/linux/stack_checks_linux.cc",
+                      "native/linux/stack_probe_linux.cc", "native/linux/stack_handler_linux.cc",
+                      "native/linux/stack_signal_linux.cc",
                       "native/linux/stack_symbols_linux.cc", "native/linux/stack_procfs_linux.cc",
                       "native/linux/stack_elf_linux.cc", "native/linux/procfs_linux.cc",
                       "native/linux/stat_fd_cache_linux.cc"],

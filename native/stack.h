@@ -28,12 +28,15 @@ struct StackResult {
   //   "not-found"        the id is not a thread of this process
   //   "exited"           the thread exited (or is a zombie) before it answered
   //   "signal-blocked"   the thread blocks the probe signal (SigBlk), or waits
-  //                      for signals with sigwaitinfo and would take it as its own
+  //                      for signals with sigwaitinfo and would take it (or took
+  //                      it) as its own
   //   "stopped"          the thread is stopped (state T or t)
   //   "uninterruptible"  the thread is in uninterruptible sleep (state D)
   //   "stack-low"        too little of the thread's stack is left for a signal frame
-  //   "timeout"          the thread did not answer within the timeout
-  //   "busy"             another capture held the probe for the whole timeout
+  //   "timeout"          the thread did not answer within the timeout, or was
+  //                      never seen where a probe is safe to send (see detail)
+  //   "busy"             another capture of the same thread (or every probe slot)
+  //                      was busy for the whole timeout
   //   "no-signal"        no probe signal: none free, disabled, or taken over
   //   "not-probed"       timeout 0: only what the kernel shows was read
   //   "os-error"         a system call failed; see detail

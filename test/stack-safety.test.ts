@@ -108,7 +108,10 @@ describe('threads the probe must not disturb', () => {
     for (let i = 0; i < 20; i++) {
       const { stack, elapsedMs } = timed(tids[0]!, 1000);
       expect(stack.error).toMatch(new RegExp(`^thread ${tids[0]} blocks the stack probe`));
-      expect(stack.startRoutine).toBe('spawner_thread_main');
+      // Its stack as the kernel shows it, unless it was just out of a wait and
+      // waiting for a CPU the whole time (a busy machine): then it says so.
+      if (stack.frames.length > 0) expect(stack.startRoutine).toBe('spawner_thread_main');
+      else expect(stack.error).toContain('no frames recovered: the kernel shows no stack pointer while a thread runs');
       expect(elapsedMs).toBeLessThan(SLACK_MS);
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -183,7 +186,7 @@ describe('threads the probe must not disturb', () => {
 });
 
 describe('concurrent captures from several Workers', () => {
-  it('serializes the probe: every capture succeeds, none waits past its bound', async () => {
+  it('every capture succeeds, none waits past its bound (one probe per target at a time)', async () => {
     const { tids } = start({ count: 4, name: 'concurrent' });
     const body = `
       const { parentPort, workerData } = require('node:worker_threads');

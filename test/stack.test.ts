@@ -245,34 +245,45 @@ describe('1000 captures of churning threads', () => {
   it('never crash or hang; every result comes back within its bound', () => {
     const { tids: parked } = start({ count: 10, name: 'churn-parked' });
     const before = new Set(readdirSync('/proc/self/task').map(Number));
+    /** A thread of the churn, as /proc lists it now (waited for: the churn always has one soon). */
+    const churning = (i: number): number => {
+      const deadline = Date.now() + 5000;
+      for (;;) {
+        const found = readdirSync('/proc/self/task').map(Number).filter((tid) => !before.has(tid));
+        if (found.length > 0) return found[i % found.length]!;
+        if (Date.now() > deadline) throw new Error('the churn started no thread in 5 s');
+      }
+    };
     spawner.churnStart(4);
-    const outcomes = new Map<string, number>();
+    const outcomes = { parked: {} as Record<string, number>, churn: {} as Record<string, number> };
     let slowest = 0;
-    let parkedCaptures = 0;
-    let okParked = 0;
     try {
       for (let i = 0; i < 1000; i++) {
         // Three in four: a thread of the churn (short-lived, often gone or
         // half-started by the time it is probed); else a parked one.
-        const churning = readdirSync('/proc/self/task').map(Number).filter((tid) => !before.has(tid));
-        const id = i % 4 === 3 || churning.length === 0 ? parked[i % parked.length]! : churning[i % churning.length]!;
-        const { stack, elapsedMs } = timed(id, 100);
-        slowest = Math.max(slowest, elapsedMs);
+        const kind = i % 4 === 3 ? 'parked' : 'churn';
+        const id = kind === 'parked' ? parked[i % parked.length]! : churning(i);
+        // A parked thread gets time to answer on a busy machine; the churn's
+        // threads are often gone before 100 ms anyway.
+        const timeoutMs = kind === 'parked' ? 2000 : 100;
+        const { stack, elapsedMs } = timed(id, timeoutMs);
+        slowest = Math.max(slowest, elapsedMs - timeoutMs);
         expect(stack.threadId).toBe(id);
         expect(Array.isArray(stack.frames)).toBe(true);
-        const key = stack.error === undefined ? 'ok' : stack.error.replace(/^thread \d+ /, '').split(/[;:(]/)[0]!.trim();
-        outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
-        if (parked.includes(id)) {
-          parkedCaptures++;
-          if (stack.error === undefined && stack.module === SPAWNER) okParked++;
-        }
+        let key = stack.error === undefined ? 'ok' : stack.error.replace(/^thread \d+ /, '').split(/[;:(]/)[0]!.trim();
+        if (kind === 'parked' && key === 'ok' && stack.module !== SPAWNER) key = `ok, but attributed to ${stack.module}`;
+        outcomes[kind][key] = (outcomes[kind][key] ?? 0) + 1;
       }
     } finally {
       expect(spawner.churnStop()).toBeGreaterThan(0);
     }
-    expect(slowest).toBeLessThan(100 + SLACK_MS);
-    // Only the outcomes a live, churning thread can have: never an OS error,
-    // a lost probe signal or a capture left waiting for another.
+    // Past its timeout by the slack at most.
+    expect(slowest).toBeLessThan(SLACK_MS);
+    // A parked thread answers every probe, whatever the churn around it does.
+    expect(outcomes.parked).toEqual({ ok: 250 });
+    // The churn's threads were all probed or looked up, and had only the
+    // outcomes a live, churning thread can have: never an OS error, a lost
+    // probe signal or a capture left waiting for another.
     const expected = [
       'ok',
       'is not a thread of this process',
@@ -281,11 +292,8 @@ describe('1000 captures of churning threads', () => {
       'did not answer the stack probe',
       'is in uninterruptible sleep',
     ];
-    expect([...outcomes.keys()].filter((k) => !expected.includes(k))).toEqual([]);
-    expect(parkedCaptures).toBeGreaterThanOrEqual(250);
-    expect(okParked).toBe(parkedCaptures);
-    // The churn's threads were really probed, not only looked up.
-    expect(parkedCaptures).toBeLessThan(1000);
+    expect(Object.keys(outcomes.churn).filter((k) => !expected.includes(k))).toEqual([]);
+    expect(Object.values(outcomes.churn).reduce((a, b) => a + b, 0)).toBe(750);
     // Still working afterwards.
     expect(threadStack(parked[0]!).startRoutine).toBe('spawner_thread_main');
   });

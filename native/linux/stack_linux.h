@@ -1,6 +1,8 @@
 // stack_linux.h — internals shared by the parts of the Linux stack backend:
-// stack_linux.cc (the capture sequence and the checks before a probe),
-// stack_probe_linux.cc (the signal handler and one probe),
+// stack_linux.cc (the capture sequence), stack_checks_linux.cc (the checks
+// before a probe),
+// stack_probe_linux.cc (one probe and the wait for its answer),
+// stack_handler_linux.cc (the signal handler that answers it),
 // stack_signal_linux.cc (choosing and installing the probe signal),
 // stack_procfs_linux.cc (what the kernel shows about a thread, memory reads
 // that cannot fault, the stack scan) and stack_symbols_linux.cc
@@ -10,9 +12,9 @@
 #include <signal.h>
 #include <sys/types.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -53,6 +55,10 @@ struct ThreadStatus {
   uint64_t blocked = 0;       // SigBlk: bit (n - 1) set when signal n is blocked
   uint64_t shared_pending = 0;  // ShdPnd: signals pending for the whole process
   uint64_t pending = 0;         // SigPnd: signals pending for this thread alone
+  // How often it left a CPU to sleep (voluntary_ctxt_switches), and because
+  // it was preempted (nonvoluntary_ctxt_switches).
+  uint64_t voluntary_switches = 0;
+  uint64_t involuntary_switches = 0;
 };
 
 // Reads /proc/self/task/TID/status. Returns 0, or the errno of the failure
@@ -113,6 +119,45 @@ void ScanStack(uintptr_t sp, const unsigned char* copy, size_t copy_length,
 // until `retry_until_ns` (CLOCK_MONOTONIC). False when no SP was shown.
 bool AppendKernelView(pid_t tid, int64_t retry_until_ns, std::vector<RawFrame>* out);
 
+// A probe's token (si_value): kProbeTag in the top 16 bits, kClaimed once a
+// handler owns the slot, the slot's index, and a generation.
+constexpr uint64_t kProbeTag = 0x71ea000000000000ull;
+constexpr uint64_t kProbeTagMask = 0xffff000000000000ull;
+constexpr uint64_t kClaimed = 1ull << 47;
+constexpr int kSlotShift = 40;  // bits 40..43: the slot's index
+constexpr int kSlotCount = 16;  // captures under way at once
+constexpr uint64_t kGenerationMask = (1ull << kSlotShift) - 1;
+constexpr int kMaxFrames = 128;
+
+// The memory a handler writes into, one per capture under way. Allocated
+// outside any handler, never freed (stack_handler_linux.cc).
+struct ProbeSlot {
+  std::atomic<uint64_t> claim{0};  // armed token, token | kClaimed, or 0 when idle
+  std::atomic<uint32_t> done{0};   // futex word: 1 once the handler has finished
+  std::atomic<pid_t> target{0};
+  bool unwind = false;             // unwind in the handler, or only copy the stack
+  bool check_room = false;         // unwind only with kUnwindBytes of stack left
+  bool has_registers = false;
+  uintptr_t pc = 0, sp = 0;
+  int count = 0;
+  uintptr_t last_sp = 0;           // the stack pointer in the outermost unwound frame
+  uintptr_t frames[kMaxFrames];
+  bool exact[kMaxFrames];
+  size_t copied = 0;
+  unsigned char stack[kScanBytes];
+};
+static_assert(sizeof(std::atomic<uint32_t>) == 4 && std::atomic<uint64_t>::is_always_lock_free,
+              "the handler needs lock-free atomics and a 32-bit futex word");
+// The slots by index, as tokens name them; null until first used.
+extern std::atomic<ProbeSlot*> g_probe_slots[kSlotCount];
+
+// Chooses the probe signal and installs the handler on it for good, after
+// calling once everything the handler calls; decides whether the handler
+// unwinds or only copies the stack. Returns the signal, or 0 with *problem set.
+int InstallProbeHandler(bool* unwind_in_handler, std::string* problem);
+// True while the handler is still the action of `sig`.
+bool ProbeHandlerIsOurs(int sig);
+
 using SignalHandler = void (*)(int, siginfo_t*, void*);
 
 // Chooses the probe signal and installs `handler` on it for good (see
@@ -122,13 +167,20 @@ int InstallProbeSignal(SignalHandler handler, std::string* problem);
 // True while `handler` is still the action of `sig`.
 bool ProbeSignalIsOurs(int sig, SignalHandler handler);
 
-// Passes a signal that is not a live probe to the action installed before
-// threadleak's, unless that was SIG_DFL or SIG_IGN. Async-signal-safe.
-void ChainToPrevious(int sig, siginfo_t* info, void* context);
+// The checks before a probe (stack_checks_linux.cc): true when `tid` may be
+// probed now, else result->error (and detail) say why not. *status is its
+// status, read before; it is read again. Waits until `deadline` at most.
+bool MayProbe(pid_t tid, int sig, int64_t deadline, ThreadStatus* status, StackResult* result);
+// Never probe this thread again (it took a probe as its own signal).
+void RememberSignalTaker(pid_t tid);
 
-// The probe (stack_probe_linux.cc). Probes are serialized by ProbeMutex();
-// everything below it but UnwindHere must be called with it held.
-std::timed_mutex& ProbeMutex();
+// The probe (stack_probe_linux.cc). No lock is held across a wait for an
+// answer: a capture claims a slot for its target (one capture per target at a
+// time; captures of other threads go on beside it), probes through it and
+// releases it. Returns the slot, or -1 when none came free before `deadline`
+// (another capture of the same thread, or every slot busy).
+int ClaimSlot(pid_t tid, int64_t deadline);
+void ReleaseSlot(int slot);
 // The probe signal, installing it on the first call; 0 with *problem set when
 // there is none (none free, turned off, or taken over since).
 int ProbeSignal(std::string* problem);
@@ -136,10 +188,14 @@ int ProbeSignal(std::string* problem);
 // from the handler); Forget... once it is known to block the signal for good.
 bool AnsweredRecently(pid_t tid);
 void ForgetAnswered(pid_t tid);
-// Probes `tid` until `deadline` (CLOCK_MONOTONIC ns); on success appends its
-// frames. Otherwise sets result->error (and detail). With `check_room` the
-// handler unwinds only when kUnwindBytes of stack are left below it.
-bool Probe(pid_t tid, bool check_room, int64_t deadline, std::vector<RawFrame>* raw, StackResult* result);
+// What Probe's result->detail says when the thread took the probe as one of
+// its own signals (sigwaitinfo): result->error is "signal-blocked" then.
+extern const char kTookProbe[];
+// Probes `tid` with signal result->signal through `slot` (claimed for it)
+// until `deadline` (CLOCK_MONOTONIC ns); on success appends its frames. Otherwise sets
+// result->error (and detail). With `check_room` the handler unwinds only when
+// kUnwindBytes of stack are left below it.
+bool Probe(int slot, pid_t tid, bool check_room, int64_t deadline, std::vector<RawFrame>* raw, StackResult* result);
 // Unwinds the calling thread.
 void UnwindHere(std::vector<RawFrame>* raw);
 

@@ -123,6 +123,10 @@ int ReadThreadStatus(pid_t tid, ThreadStatus* status) {
   status->blocked = HexField(buf, "\nSigBlk:");
   status->shared_pending = HexField(buf, "\nShdPnd:");
   status->pending = HexField(buf, "\nSigPnd:");
+  const char* voluntary = strstr(buf, "\nvoluntary_ctxt_switches:");
+  const char* nonvoluntary = strstr(buf, "\nnonvoluntary_ctxt_switches:");
+  status->voluntary_switches = voluntary ? strtoull(voluntary + 25, nullptr, 10) : 0;
+  status->involuntary_switches = nonvoluntary ? strtoull(nonvoluntary + 28, nullptr, 10) : 0;
   return 0;
 }
 

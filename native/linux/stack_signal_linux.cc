@@ -19,9 +19,13 @@
 //    Restoring SIG_DFL would let a late queued probe (sent before a timeout,
 //    delivered after) terminate the process: that is the default action of a
 //    real-time signal.
-//  - A signal that reaches the handler but is not a live probe is chained to
-//    the previous action, except SIG_DFL and SIG_IGN: it is dropped then,
-//    since re-raising it with SIG_DFL would terminate the process.
+//  - A signal is taken only while its action is SIG_DFL, so there is never an
+//    earlier handler to chain to. One that reaches the handler but is not a
+//    live probe (sent with kill() or sigqueue() by anyone, or a late probe
+//    whose capture gave up) is dropped: its previous action, SIG_DFL, would
+//    have ended the process. A library that installs its own handler later
+//    takes the signal over (the probe then stops using it, see
+//    ProbeSignalIsOurs); if it chains to threadleak's, the same applies.
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -36,8 +40,6 @@
 namespace threadleak {
 namespace linux_stack {
 namespace {
-
-struct sigaction g_previous[128];  // per signal: the action before threadleak's
 
 bool IsDefault(const struct sigaction& action) {
   return !(action.sa_flags & SA_SIGINFO) && action.sa_handler == SIG_DFL;
@@ -67,7 +69,6 @@ bool TakeSignal(int sig, SignalHandler handler) {
     sigaction(sig, &previous, nullptr);  // taken between the check and now: give it back
     return false;
   }
-  g_previous[sig] = previous;
   return true;
 }
 
@@ -110,16 +111,6 @@ bool ProbeSignalIsOurs(int sig, SignalHandler handler) {
   struct sigaction current;
   return sigaction(sig, nullptr, &current) == 0 && (current.sa_flags & SA_SIGINFO) &&
          current.sa_sigaction == handler;
-}
-
-void ChainToPrevious(int sig, siginfo_t* info, void* context) {
-  if (sig <= 0 || sig >= 128) return;
-  const struct sigaction& previous = g_previous[sig];
-  if (previous.sa_flags & SA_SIGINFO) {
-    if (previous.sa_sigaction != nullptr) previous.sa_sigaction(sig, info, context);
-  } else if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN) {
-    previous.sa_handler(sig);
-  }
 }
 
 }  // namespace linux_stack

@@ -123,19 +123,21 @@ Napi::Value PrewarmThreadpool(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// captureStack(tid: number, timeoutMs: number) ->
+// captureStack(tid: number, timeoutMs: number, key?: string) ->
 //   { frames: { address, symbol?, module?, offset?, scanned? }[], error?, detail?, signal? }
 // Frames are innermost first; error is a stable code that src/ turns into text.
 Napi::Value CaptureStack(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
-    throw Napi::TypeError::New(env, "captureStack(tid, timeoutMs): both must be numbers");
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber() ||
+      (info.Length() > 2 && !info[2].IsUndefined() && !info[2].IsString())) {
+    throw Napi::TypeError::New(env, "captureStack(tid, timeoutMs, key?): numbers, and a string key");
   }
   const double tid = info[0].As<Napi::Number>().DoubleValue();
   const double timeout_ms = info[1].As<Napi::Number>().DoubleValue();
+  const std::string key = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
   threadleak::StackResult stack;
   if (tid >= 1 && tid <= 9007199254740991.0 && std::floor(tid) == tid && std::isfinite(timeout_ms)) {
-    threadleak::CaptureStack(static_cast<uint64_t>(tid), timeout_ms, &stack);
+    threadleak::CaptureStack(static_cast<uint64_t>(tid), timeout_ms, key, &stack);
   } else {
     stack.error = "not-found";
   }

@@ -33,8 +33,10 @@ struct StackResult {
   //   "stopped"          the thread is stopped (state T or t)
   //   "uninterruptible"  the thread is in uninterruptible sleep (state D)
   //   "stack-low"        too little of the thread's stack is left for a signal frame
-  //   "timeout"          the thread did not answer within the timeout, or was
-  //                      never seen where a probe is safe to send (see detail)
+  //   "timeout"          the thread did not answer the probe within the timeout
+  //   "not-sent"         no probe was sent: within the timeout the thread was
+  //                      never seen where a probe is safe to send (asleep in a
+  //                      system call or on a CPU, with the signal unblocked)
   //   "busy"             another capture of the same thread (or every probe slot)
   //                      was busy for the whole timeout
   //   "no-signal"        no probe signal: none free, disabled, or taken over
@@ -50,7 +52,12 @@ struct StackResult {
 
 // Captures the native stack of thread `tid` of the calling process, waiting at
 // most `timeout_ms` for it (the calling thread itself is unwound directly).
+// With a non-empty `key` (one ListThreads gave), the thread must still be the
+// one that key names: when the id now names another thread, or none, the
+// result is "exited" and nothing of the other thread is read or interrupted.
+// Frames are those of the thread that had the id when the call began, never
+// of one that got the id while it ran.
 // Never throws, never blocks longer than the timeout plus a few procfs reads.
-void CaptureStack(uint64_t tid, double timeout_ms, StackResult* result);
+void CaptureStack(uint64_t tid, double timeout_ms, const std::string& key, StackResult* result);
 
 }  // namespace threadleak

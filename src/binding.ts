@@ -37,7 +37,7 @@ export interface RawStackFrame {
 /**
  * A native stack as the addon reports it. `error` is a stable code (see
  * native/stack.h): 'not-found', 'exited', 'signal-blocked', 'stopped',
- * 'uninterruptible', 'timeout', 'busy', 'no-signal', 'not-probed', 'os-error',
+ * 'uninterruptible', 'timeout', 'not-sent', 'busy', 'no-signal', 'not-probed', 'os-error',
  * 'unsupported'; `detail` completes it; `signal` is the probe signal.
  */
 export interface RawStack {
@@ -53,7 +53,7 @@ interface Addon {
   threadKey(tid: number): string;
   currentThreadId(): number;
   prewarmThreadpool(): void;
-  captureStack(tid: number, timeoutMs: number): RawStack;
+  captureStack(tid: number, timeoutMs: number, key?: string): RawStack;
 }
 
 const SUPPORTED_PLATFORMS: ReadonlySet<string> = new Set(['linux']);
@@ -107,7 +107,11 @@ export function prewarmThreadpool(): void {
   load().prewarmThreadpool();
 }
 
-/** The native stack of thread `tid` of this process, waiting at most `timeoutMs` for it. */
-export function captureStack(tid: number, timeoutMs: number): RawStack {
-  return load().captureStack(tid, timeoutMs);
+/**
+ * The native stack of thread `tid` of this process, waiting at most `timeoutMs`
+ * for it. With `key`, only while `tid` still names the thread that key names
+ * ('exited' otherwise): never the stack of a thread that reused the id.
+ */
+export function captureStack(tid: number, timeoutMs: number, key?: string): RawStack {
+  return load().captureStack(tid, timeoutMs, key);
 }

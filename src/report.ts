@@ -248,6 +248,11 @@ export function formatStackError(threadId: number, data: StackErrorData): string
     case 'timeout':
       text = `thread ${threadId} did not answer ${probe} within ${timeoutMs} ms`;
       break;
+    case 'not-sent':
+      text =
+        `thread ${threadId} was not probed: within ${timeoutMs} ms it was never seen asleep in a system call or ` +
+        `on a CPU with ${probe} unblocked, and a thread just out of sigwaitinfo() would take the probe as its own`;
+      break;
     case 'busy':
       text = `another stack capture held the probe for the whole ${timeoutMs} ms`;
       break;

@@ -148,7 +148,7 @@ function nodeExecutable(): string {
 function codeOf(thread: ThreadInfo): 'node' | 'other' | undefined {
   let module: string | undefined;
   try {
-    module = attributeStack(captureStack(thread.id, 0).frames).module;
+    module = attributeStack(captureStack(thread.id, 0, thread.key).frames).module;
   } catch {
     return undefined;
   }

@@ -73,22 +73,29 @@ export interface ThreadStackOptions {
    * shows (its PC and a scan of its stack) is read.
    */
   timeoutMs?: number;
+  /**
+   * The thread's `key` from `threads()`: when the id now names another thread
+   * (ids are reused), nothing is read and `error` says the thread exited.
+   */
+  key?: string;
 }
 
 export const DEFAULT_STACK_TIMEOUT_MS = 100;
 export const MAX_STACK_TIMEOUT_MS = 10_000;
 
-function validateStackTimeout(options: unknown): number {
-  if (options === undefined) return DEFAULT_STACK_TIMEOUT_MS;
+function validateStackOptions(options: unknown): { timeoutMs: number; key?: string } {
+  if (options === undefined) return { timeoutMs: DEFAULT_STACK_TIMEOUT_MS };
   if (options === null || typeof options !== 'object') {
     throw invalidOption('threadStack()', 'options', options, 'an object');
   }
-  const { timeoutMs } = options as ThreadStackOptions;
-  if (timeoutMs === undefined) return DEFAULT_STACK_TIMEOUT_MS;
+  const { timeoutMs = DEFAULT_STACK_TIMEOUT_MS, key } = options as ThreadStackOptions;
   if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs < 0 || timeoutMs > MAX_STACK_TIMEOUT_MS) {
     throw invalidOption('threadStack()', 'options.timeoutMs', timeoutMs, `a number from 0 to ${MAX_STACK_TIMEOUT_MS}`);
   }
-  return timeoutMs;
+  if (key !== undefined && typeof key !== 'string') {
+    throw invalidOption('threadStack()', 'options.key', key, "a string (a ThreadInfo's key)");
+  }
+  return { timeoutMs, key };
 }
 
 /**
@@ -102,11 +109,18 @@ export function threadStack(id: number, options?: ThreadStackOptions): NativeSta
   if (typeof id !== 'number' || !Number.isSafeInteger(id) || id <= 0) {
     throw invalidOption('threadStack()', 'id', id, 'a positive safe integer');
   }
-  return stackOf(id, validateStackTimeout(options));
+  const { timeoutMs, key } = validateStackOptions(options);
+  return stackOf(id, timeoutMs, key).stack;
 }
 
-function stackOf(id: number, timeoutMs: number, forLeakReport = false): NativeStack {
-  const raw = captureStack(id, timeoutMs);
+/** The stack as a NativeStack, and the addon's error code (undefined when the probe answered). */
+function stackOf(
+  id: number,
+  timeoutMs: number,
+  key: string | undefined,
+  forLeakReport = false,
+): { stack: NativeStack; code: string | undefined } {
+  const raw = captureStack(id, timeoutMs, key);
   const stack: NativeStack = { threadId: id, frames: demangleFrames(raw.frames) };
   const { module, startRoutine } = attributeStack(stack.frames);
   if (startRoutine !== undefined) stack.startRoutine = startRoutine;
@@ -123,7 +137,7 @@ function stackOf(id: number, timeoutMs: number, forLeakReport = false): NativeSt
       platform: process.platform,
     });
   }
-  return stack;
+  return { stack, code: raw.error };
 }
 
 /**
@@ -134,15 +148,15 @@ function stackOf(id: number, timeoutMs: number, forLeakReport = false): NativeSt
  * EINTR. Some libraries treat an interrupted poll() as fatal (@parcel/watcher
  * does); a leak report must never change what the leaked thread does.
  */
-export function leakReportStack(id: number, timeoutMs: number): NativeStack {
+export function leakReportStack(id: number, timeoutMs: number, key: string): NativeStack {
   // The kernel shows nothing while the thread is on a CPU: a thread that only
   // woke for a moment is back in its system call a little later.
   for (let attempt = 0; attempt < QUIET_ATTEMPTS; attempt++) {
-    const quiet = stackOf(id, 0, true);
-    if (quiet.frames.length > 0) return quiet;
+    const quiet = stackOf(id, 0, key, true);
+    if (quiet.stack.frames.length > 0 || quiet.code === 'exited' || quiet.code === 'not-found') return quiet.stack;
     Atomics.wait(quietPause, 0, 0, QUIET_PAUSE_MS);
   }
-  return stackOf(id, timeoutMs);
+  return stackOf(id, timeoutMs, key).stack;
 }
 
 const QUIET_ATTEMPTS = 4;

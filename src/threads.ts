@@ -100,7 +100,7 @@ const STACK_TIMEOUT_MS = 100;
  * most leaked threads are idle -- is still known, at no risk to the thread.
  */
 function withNativeDetail(thread: LeakedThread, withStack: boolean): LeakedThread {
-  const stack = leakReportStack(thread.id, withStack ? STACK_TIMEOUT_MS : 0);
+  const stack = leakReportStack(thread.id, withStack ? STACK_TIMEOUT_MS : 0, thread.key);
   const origin: ThreadOrigin = { kind: 'native' };
   if (stack.module !== undefined) origin.module = stack.module;
   if (stack.startRoutine !== undefined) origin.startRoutine = stack.startRoutine;

@@ -290,6 +290,7 @@ describe('1000 captures of churning threads', () => {
       'exited before its stack could be read',
       'blocks the stack probe',
       'did not answer the stack probe',
+      'was not probed',
       'is in uninterruptible sleep',
     ];
     expect(Object.keys(outcomes.churn).filter((k) => !expected.includes(k))).toEqual([]);

@@ -160,9 +160,6 @@ namespace {
 
 constexpr char kTakesSignals[] =
     "it waits for signals with sigwaitinfo() or sigtimedwait(), which would take the probe as its own";
-constexpr char kNeverSeenSafe[] =
-    "it was not sent: it was never seen asleep in a system call or running on a CPU with the probe signal "
-    "unblocked, and a thread just out of sigwaitinfo() would take the probe as its own";
 
 // The CPU time `tid` has used, in ns, counting the moment it runs now (the
 // kernel's per-thread CPU clock); -1 when it is gone.
@@ -285,8 +282,7 @@ bool MayProbe(pid_t tid, int sig, int64_t deadline, ThreadStatus* status, StackR
         break;
     }
     if (NowNs() >= deadline) {
-      result->error = "timeout";
-      result->detail = kNeverSeenSafe;
+      result->error = "not-sent";
       return false;
     }
     // Looks come in bursts: a thread that runs is seen on a CPU only while

@@ -14,7 +14,15 @@
 //  - What is checked before a probe, and why: stack_checks_linux.cc.
 //  - A probed thread blocked in nanosleep, poll, epoll_wait... returns EINTR
 //    even with SA_RESTART.
+//  - Thread ids are reused, and a capture takes milliseconds: the thread asked
+//    for may exit and its id go to a new thread at any point. The capture
+//    pins the thread it starts with (ThreadPin: an fd on its stat file fails
+//    with ESRCH once that thread is gone, whoever has the id by then), checks
+//    the caller's key against it, and keeps frames only if the pinned thread
+//    is still alive after they were read: alive then means it had the id all
+//    along, so the probe or the kernel view reached it and no other.
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,7 +32,9 @@
 #include <cstring>
 #include <string>
 
+#include "procfs_linux.h"
 #include "stack_linux.h"
+#include "threads.h"
 
 namespace threadleak {
 namespace {
@@ -57,9 +67,41 @@ void CaptureSelf(StackResult* result) {
   result->frames.erase(result->frames.begin(), result->frames.begin() + first);
 }
 
+// The thread that has an id when the capture begins (see the header comment).
+class ThreadPin {
+ public:
+  explicit ThreadPin(pid_t tid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", static_cast<int>(tid));
+    fd_ = open(path, O_RDONLY | O_CLOEXEC);
+    open_errno_ = fd_ < 0 ? errno : 0;
+  }
+  ~ThreadPin() {
+    if (fd_ >= 0) close(fd_);
+  }
+  ThreadPin(const ThreadPin&) = delete;
+  ThreadPin& operator=(const ThreadPin&) = delete;
+
+  int open_errno() const { return open_errno_; }
+  // True while the pinned thread lives (a zombie still reads).
+  bool Alive() const {
+    char line[512];
+    return fd_ >= 0 && procfs::PreadSmallFile(fd_, line, sizeof line) > 0;
+  }
+
+ private:
+  int fd_ = -1;
+  int open_errno_ = 0;
+};
+
+void SetExited(StackResult* result, const char* detail) {
+  result->error = "exited";
+  result->detail = detail;
+}
+
 }  // namespace
 
-void CaptureStack(uint64_t tid64, double timeout_ms, StackResult* result) {
+void CaptureStack(uint64_t tid64, double timeout_ms, const std::string& key, StackResult* result) {
   *result = StackResult();
   const int64_t start = linux_stack::NowNs();
   if (tid64 == 0 || tid64 > static_cast<uint64_t>(INT_MAX)) {
@@ -74,6 +116,17 @@ void CaptureStack(uint64_t tid64, double timeout_ms, StackResult* result) {
   }
   if (tid == Gettid()) {
     CaptureSelf(result);
+    return;
+  }
+  ThreadPin pin(tid);
+  if (int e = pin.open_errno()) {
+    const bool gone = e == ENOENT || e == ESRCH;
+    result->error = gone ? (key.empty() ? "not-found" : "exited") : "os-error";
+    if (!gone) result->detail = std::string("cannot open its stat: ") + strerror(e);
+    return;
+  }
+  if (!key.empty() && CurrentThreadKey(tid64) != key) {
+    SetExited(result, "its id now names another thread");
     return;
   }
   linux_stack::ThreadStatus status;
@@ -110,7 +163,10 @@ void CaptureStack(uint64_t tid64, double timeout_ms, StackResult* result) {
         const bool uninterruptible = status.state == 'D';
         const int64_t probe_deadline =
             uninterruptible ? std::min(deadline, linux_stack::NowNs() + kUninterruptibleWaitNs) : deadline;
-        probed = linux_stack::Probe(slot, tid, check_room, probe_deadline, &raw, result);
+        // The checks took a while: a thread gone since is not probed (its id
+        // may be another thread's by now).
+        probed = pin.Alive() && linux_stack::Probe(slot, tid, check_room, probe_deadline, &raw, result);
+        if (!probed && result->error.empty()) SetExited(result, "");
         if (!probed && uninterruptible && result->error == "timeout" && result->detail.empty()) {
           result->error = "uninterruptible";
         }
@@ -123,10 +179,12 @@ void CaptureStack(uint64_t tid64, double timeout_ms, StackResult* result) {
     // A thread that runs now may block in a moment: look again for a while,
     // within the timeout (not at all for timeout 0) and at most kRunningRetryNs.
     const int64_t retry_until = std::min(deadline, linux_stack::NowNs() + kRunningRetryNs);
-    if (!linux_stack::AppendKernelView(tid, retry_until, &raw) && !linux_stack::ThreadExists(tid)) {
-      result->error = "exited";
-      result->detail.clear();
-    }
+    linux_stack::AppendKernelView(tid, retry_until, &raw);
+  }
+  // Frames read after the pinned thread exited may be another thread's.
+  if (!pin.Alive()) {
+    raw.clear();
+    if (result->error != "exited") SetExited(result, "");
   }
   linux_stack::Symbolize(raw, &result->frames);
 }

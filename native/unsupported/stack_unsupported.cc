@@ -6,7 +6,7 @@
 
 namespace threadleak {
 
-void CaptureStack(uint64_t, double, StackResult* result) {
+void CaptureStack(uint64_t, double, const std::string&, StackResult* result) {
   *result = StackResult();
   result->error = "unsupported";
 }

@@ -1,0 +1,106 @@
+// threadStack(id, { key }) and leak reports read the stack of the thread the
+// key names, never of another thread that got its id: with a stale key the
+// answer is 'exited', with no frames, and the thread that has the id now is
+// neither read nor interrupted.
+import { spawnSync } from 'node:child_process';
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { threads, threadStack } from '../src/index.js';
+import { leakReportStack } from '../src/snapshot.js';
+import { CHILD_PRELUDE, fixtureThreads, spawnerPath } from './helpers.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const SPAWNER = realpathSync(spawnerPath);
+
+// Checked by trying it: `unshare -fp --mount-proc` needs CAP_SYS_ADMIN.
+const unshareRefused = (() => {
+  const probe = spawnSync('unshare', ['-fp', '--mount-proc', 'true'], { encoding: 'utf8', timeout: 10_000 });
+  if (probe.status === 0) return '';
+  return `unshare -fp --mount-proc is not permitted here (${(probe.error?.message ?? probe.stderr).trim() || `status ${probe.status}`})`;
+})();
+
+describe('threadStack(id, { key })', () => {
+  const { start } = fixtureThreads();
+
+  it('reads the thread the key names', () => {
+    const { tids } = start({ count: 1, name: 'key-stack' });
+    const thread = threads().find((t) => t.id === tids[0])!;
+    const stack = threadStack(thread.id, { key: thread.key, timeoutMs: 2000 });
+    expect(stack.error).toBeUndefined();
+    expect(stack.frames.some((f) => f.module === SPAWNER)).toBe(true);
+  });
+
+  it("refuses a key that is not the thread's: 'exited', no frames", () => {
+    const { tids } = start({ count: 1, name: 'key-stale' });
+    const thread = threads().find((t) => t.id === tids[0])!;
+    for (const stale of [`${thread.id}@1`, `${thread.id}@${thread.key.split('@')[1]}#1`, `${thread.id + 1}@0`]) {
+      const stack = threadStack(thread.id, { key: stale, timeoutMs: 2000 });
+      expect(stack.frames).toEqual([]);
+      expect(stack.error).toMatch(/exited/);
+      // The kernel view (timeout 0) is refused too, and so is a leak report's capture.
+      expect(threadStack(thread.id, { key: stale, timeoutMs: 0 }).frames).toEqual([]);
+      const report = leakReportStack(thread.id, 100, stale);
+      expect(report.frames).toEqual([]);
+      expect(report.error).toMatch(/exited/);
+    }
+  });
+
+  it('rejects a key that is not a string', () => {
+    expect(() => threadStack(process.pid, { key: 42 as unknown as string })).toThrow(TypeError);
+  });
+});
+
+describe('a thread id reused by another thread', () => {
+  it.skipIf(unshareRefused !== '')(
+    `is never read under the old thread's key${unshareRefused ? ` (skipped: ${unshareRefused})` : ''}`,
+    () => {
+      // In a private pid namespace: thread a is listed, ends, and thread b is
+      // made to get a's tid (ns_last_pid). a's key must not read b.
+      const script = `${CHILD_PRELUDE}
+        const fs = require('node:fs');
+        const { threads, threadStack } = require(${JSON.stringify(`${ROOT}dist/index.js`)});
+        let result = null;
+        for (let tries = 0; !result && tries < 200; tries++) {
+          const a = spawner.start({ count: 1 });
+          const tid = a.tids[0];
+          const first = threads().find((t) => t.id === tid);
+          spawner.stop(a.handle);
+          for (let i = 0; i < 100000 && fs.existsSync('/proc/self/task/' + tid); i++);
+          fs.writeFileSync('/proc/sys/kernel/ns_last_pid', String(tid - 1));
+          const b = spawner.start({ count: 1 });
+          if (b.tids[0] === tid) {
+            const second = threads().find((t) => t.id === tid);
+            const stale = threadStack(tid, { key: first.key, timeoutMs: 2000 });
+            const fresh = threadStack(tid, { key: second.key, timeoutMs: 2000 });
+            result = {
+              keysDiffer: first.key !== second.key,
+              stale: { frames: stale.frames.length, error: stale.error },
+              fresh: { fixture: fresh.frames.some((f) => f.module === ${JSON.stringify(SPAWNER)}), error: fresh.error },
+            };
+          }
+          spawner.stop(b.handle);
+        }
+        console.log(JSON.stringify(result));
+      `;
+      // Node is pid 1 of the namespace there, which ignores SIGTERM: SIGKILL on timeout.
+      const child = spawnSync('unshare', ['-fp', '--mount-proc', process.execPath, '-e', script], {
+        encoding: 'utf8',
+        timeout: 90_000,
+        killSignal: 'SIGKILL',
+      });
+      expect({ stderr: child.stderr, status: child.status, signal: child.signal }).toEqual({
+        stderr: '',
+        status: 0,
+        signal: null,
+      });
+      const result = JSON.parse(child.stdout.trim().split('\n').pop()!);
+      expect(result).not.toBeNull();
+      expect(result.keysDiffer).toBe(true);
+      expect(result.stale.frames).toBe(0);
+      expect(result.stale.error).toMatch(/exited/);
+      expect(result.fresh).toEqual({ fixture: true });
+    },
+    120_000,
+  );
+});

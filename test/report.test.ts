@@ -53,6 +53,12 @@ describe('formatStackError', () => {
     });
     expect(text).toMatch(/^thread 4242 is too close to the end of its stack for the stack probe \(signal 64\) to run safely on it: only 3000 bytes/);
   });
+
+  it("says a probe never sent ('not-sent') was not sent, not that the thread did not answer", () => {
+    const text = formatStackError(77, { code: 'not-sent', signal: 64, timeoutMs: 100, recoveredFrames: 0, platform: 'linux' });
+    expect(text).toMatch(/^thread 77 was not probed: within 100 ms it was never seen asleep in a system call or on a CPU/);
+    expect(text).not.toMatch(/did not answer/);
+  });
 });
 
 describe('formatFrame', () => {

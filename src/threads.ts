@@ -2,13 +2,7 @@
 import type { Worker } from 'node:worker_threads';
 import { ThreadLeakError } from './errors.js';
 import { formatCannotStopThreads, formatThreadLeaks } from './report.js';
-import {
-  isOwnThread,
-  noteSnapshot,
-  prepareBaseline,
-  settleWorkerThreads,
-  workerForThread,
-} from './runtime.js';
+import { mapWorkers, prepareBaseline, workerForThread, type WorkerBaseline } from './runtime.js';
 import {
   checkOptionsObject,
   isDecoratorContext,
@@ -112,15 +106,15 @@ function withNativeStack(thread: LeakedThread): LeakedThread {
 
 class ThreadLeakDetector implements LeakDetector<LeakedThread> {
   readonly warning = { type: 'ThreadLeakWarning', code: 'ERR_THREAD_LEAK' };
-  readonly #baseline: ReadonlySet<string>;
+  readonly #baseline: WorkerBaseline;
   readonly #options: ResolvedThreadOptions;
   // Enriched threads by key: a thread's stack and creator are captured once per scope.
   readonly #detail = new Map<string, LeakedThread>();
 
   constructor(options: ResolvedThreadOptions) {
     this.#options = options;
-    prepareBaseline();
-    this.#baseline = noteSnapshot(threads());
+    const seq = prepareBaseline();
+    this.#baseline = { keys: new Set(threads().map((t) => t.key)), seq };
   }
 
   #enrich(thread: ThreadInfo, withStack: boolean): LeakedThread {
@@ -141,9 +135,9 @@ class ThreadLeakDetector implements LeakDetector<LeakedThread> {
     const options = this.#options;
     const leaks: LeakedThread[] = [];
     const list = threads();
-    settleWorkerThreads(list);
+    mapWorkers(list, this.#baseline);
     for (const thread of list) {
-      if (this.#baseline.has(thread.key) || thread.state === 'zombie' || isOwnThread(thread.key)) continue;
+      if (this.#baseline.keys.has(thread.key) || thread.state === 'zombie') continue;
       if (options.excludeDaemon && isDaemon(thread)) continue;
       const leaked = this.#enrich(thread, options.filterNeedsDetail && options.captureStacks);
       if (!options.includes(leaked)) continue;

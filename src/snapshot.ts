@@ -2,6 +2,7 @@
 import { attributeStack } from './attribution.js';
 import { captureStack, listThreads } from './binding.js';
 import { invalidOption, systemError } from './errors.js';
+import { checkOptionsObject, rejectUnknownOptions } from './options.js';
 import { formatStackError, formatUninterruptedStack } from './report.js';
 
 export type ThreadState = 'running' | 'sleeping' | 'blocked' | 'stopped' | 'zombie' | 'unknown';
@@ -69,12 +70,12 @@ function portableState(rawState: string): ThreadState {
   return LINUX_STATES[rawState] ?? 'unknown';
 }
 
+const THREADS_OPTION_NAMES = ['pid'] as const;
+
 function validatePid(options: unknown): number {
-  if (options === undefined) return 0;
-  if (options === null || typeof options !== 'object') {
-    throw invalidOption('threads()', 'options', options, 'an object');
-  }
-  const { pid } = options as ThreadsOptions;
+  const raw = checkOptionsObject('threads()', options);
+  rejectUnknownOptions('threads()', raw, THREADS_OPTION_NAMES);
+  const { pid } = raw;
   if (pid === undefined) return 0;
   if (typeof pid !== 'number' || !Number.isSafeInteger(pid) || pid <= 0) {
     throw invalidOption('threads()', 'options.pid', pid, 'a positive safe integer');
@@ -112,22 +113,29 @@ export interface ThreadStackOptions {
    * shows (its PC and a scan of its stack) is read.
    */
   timeoutMs?: number;
+  /**
+   * The thread's `key` from `threads()`: refuse (`error` says it exited) when
+   * the id now names another thread.
+   */
+  key?: string;
 }
 
 export const DEFAULT_STACK_TIMEOUT_MS = 100;
 export const MAX_STACK_TIMEOUT_MS = 10_000;
 
-function validateStackTimeout(options: unknown): number {
-  if (options === undefined) return DEFAULT_STACK_TIMEOUT_MS;
-  if (options === null || typeof options !== 'object') {
-    throw invalidOption('threadStack()', 'options', options, 'an object');
-  }
-  const { timeoutMs } = options as ThreadStackOptions;
-  if (timeoutMs === undefined) return DEFAULT_STACK_TIMEOUT_MS;
+const STACK_OPTION_NAMES = ['timeoutMs', 'key'] as const;
+
+function validateStackOptions(options: unknown): { timeoutMs: number; key?: string } {
+  const raw = checkOptionsObject('threadStack()', options);
+  rejectUnknownOptions('threadStack()', raw, STACK_OPTION_NAMES);
+  const { timeoutMs = DEFAULT_STACK_TIMEOUT_MS, key } = raw;
   if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs < 0 || timeoutMs > MAX_STACK_TIMEOUT_MS) {
     throw invalidOption('threadStack()', 'options.timeoutMs', timeoutMs, `a number from 0 to ${MAX_STACK_TIMEOUT_MS}`);
   }
-  return timeoutMs;
+  if (key !== undefined && typeof key !== 'string') {
+    throw invalidOption('threadStack()', 'options.key', key, "a string (a ThreadInfo's key)");
+  }
+  return key === undefined ? { timeoutMs } : { timeoutMs, key };
 }
 
 /**
@@ -141,7 +149,7 @@ export function threadStack(id: number, options?: ThreadStackOptions): NativeSta
   if (typeof id !== 'number' || !Number.isSafeInteger(id) || id <= 0) {
     throw invalidOption('threadStack()', 'id', id, 'a positive safe integer');
   }
-  return stackOf(id, validateStackTimeout(options));
+  return stackOf(id, validateStackOptions(options).timeoutMs);
 }
 
 function stackOf(id: number, timeoutMs: number, forLeakReport = false): NativeStack {

@@ -4,6 +4,7 @@ import { ThreadLeakError } from './errors.js';
 import { formatCannotStopThreads, formatThreadLeaks } from './report.js';
 import { mapWorkers, prepareBaseline, workerForThread, type WorkerBaseline } from './runtime.js';
 import {
+  checkDecoratorKind,
   checkOptionsObject,
   isDecoratorContext,
   LeakScope,
@@ -213,6 +214,7 @@ export function noThreadLeaks(
 ): unknown {
   if (typeof fnOrOptions === 'function') {
     const where = 'noThreadLeaks(fn, options)';
+    checkDecoratorKind('@noThreadLeaks', options);
     const resolved = resolveOptions(where, isDecoratorContext(options) ? undefined : options);
     return wrapInScope(fnOrOptions, () => openScope(resolved));
   }

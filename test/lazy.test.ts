@@ -18,7 +18,9 @@ const PROBE = `
   const descriptors = () => fs.readdirSync('/proc/self/fd').map((fd) => {
     try { return fs.readlinkSync('/proc/self/fd/' + fd); } catch { return null; }
   }).filter((target) => target !== null && !target.endsWith('/fd')).sort();
-  const procFiles = () => descriptors().filter((target) => target.startsWith('/proc/'));
+  // threadleak's descriptors are on /proc/<pid>/task/<tid>/ files (Node itself
+  // may have /proc/self/maps open for a moment while a Worker starts).
+  const procFiles = () => descriptors().filter((target) => /^\\/proc\\/\\d+\\/task\\//.test(target));
   const { Worker } = require('node:worker_threads');
   const startWorkers = (count) => Array.from({ length: count }, () => new Worker('setInterval(() => {}, 1000)', { eval: true }));
 `;

@@ -17,21 +17,23 @@
 //     was made (and is in that of a scope opened after it);
 //   - its thread started no later than the note (start times are exact to a
 //     clock tick, 10 ms, and rounded down), and most likely just before it:
-//     the newest such thread is the first guess, since any thread started
-//     before the constructor ran is older;
+//     any thread started before the constructor ran is older;
 //   - its name: Node 24 and later name a Worker's thread `WorkerThread` or
 //     its `name` option (cut to 15 bytes), earlier versions leave it the
 //     creator's (Linux copies it); a thread that already has another name
 //     is not it. (Names are labels, but this one nobody else has changed.)
-//   - when more than one thread is left, what the kernel shows of each (no
-//     signal is sent): a Worker's thread runs Node's own code, a library's
-//     thread its own shared object. A mapping that this cannot settle yet
-//     is kept as a guess and looked at again by later looks.
+//   - what the kernel shows of it (no signal is sent): a Worker's thread runs
+//     Node's own code, a library's thread its own shared object. A thread
+//     that is running shows nothing: a match to it is kept as a guess and
+//     looked at again by later looks.
+//   Workers are matched newest first, each to the newest thread left that
+//   passes: thread ids and start times grow in the order threads start.
 //   A Worker that exited before any look is simply dropped.
 // - A Worker is a daemon when it was unref()'d: it does not keep the process
 //   alive, like a Python daemon thread.
 import diagnosticsChannel from 'node:diagnostics_channel';
 import { realpathSync } from 'node:fs';
+import { basename } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { attributeStack } from './attribution.js';
 import { captureStack, currentThreadId, prewarmThreadpool } from './binding.js';
@@ -174,6 +176,11 @@ const MAX_SETTLE_TRIES = 10;
 // Start times are rounded down to a clock tick (USER_HZ is 100 on Linux); the
 // kernel's wall clock base and Date.now() may also differ by a little.
 const START_TIME_SLACK_MS = 10;
+// How often, and after what pause, threads that were running are looked at
+// again in one look (at most 2 ms in all).
+const RUNNING_RECHECKS = 4;
+const RUNNING_RECHECK_PAUSE_MS = 0.5;
+let recheckPause: Int32Array | undefined;
 
 let executable: string | undefined;
 
@@ -191,7 +198,7 @@ function nodeExecutable(): string {
 
 /**
  * Where a thread's code comes from, from the kernel's view of it (no signal):
- * 'node' for Node's own code, 'other' for a library's, undefined when the
+ * 'node' for Node's own code (its executable, or libnode), 'other' for a library's, undefined when the
  * kernel shows nothing (the thread is running).
  */
 function codeOf(thread: ThreadInfo): 'node' | 'other' | undefined {
@@ -202,7 +209,9 @@ function codeOf(thread: ThreadInfo): 'node' | 'other' | undefined {
     return undefined;
   }
   if (module === undefined) return undefined;
-  return module === nodeExecutable() || module === process.execPath ? 'node' : 'other';
+  // A distribution's Node may run from a shared libnode.so.
+  const own = module === nodeExecutable() || module === process.execPath || /^libnode\.so(\.|$)/.test(basename(module));
+  return own ? 'node' : 'other';
 }
 
 function assign(record: WorkerRecord, key: string | undefined, settled: boolean): void {
@@ -248,24 +257,32 @@ export function mapWorkers(list: readonly ThreadInfo[], baseline: WorkerBaseline
   if (pending.length === 0) return;
   const self = currentThreadId();
   const creatorName = list.find((t) => t.id === self)?.name;
+  // What the kernel shows of every thread that may be matched. A thread that
+  // just started runs for a moment before it blocks: a library's thread soon
+  // shows its code, a starting Worker's thread runs Node's start-up for ms.
   const codes = new Map<string, ReturnType<typeof codeOf>>();
-  const code = (t: ThreadInfo) => {
-    if (!codes.has(t.key)) codes.set(t.key, codeOf(t));
-    return codes.get(t.key);
-  };
   for (const record of pending) {
-    // A library's thread is never a Worker's; a running thread shows nothing.
-    const viable = candidatesFor(record, list, baseline, self, creatorName).filter((t) => code(t) !== 'other');
-    const node = viable.filter((t) => code(t) === 'node');
-    const only = viable.length === 1 ? viable[0] : node.length === 1 ? node[0] : undefined;
-    if (only) {
-      assign(record, only.key, true);
+    for (const t of candidatesFor(record, list, baseline, self, creatorName)) {
+      if (!codes.has(t.key)) codes.set(t.key, codeOf(t));
+    }
+  }
+  for (let attempt = 0; attempt < RUNNING_RECHECKS && [...codes.values()].includes(undefined); attempt++) {
+    recheckPause ??= new Int32Array(new SharedArrayBuffer(4));
+    Atomics.wait(recheckPause, 0, 0, RUNNING_RECHECK_PAUSE_MS);
+    for (const t of list) if (codes.has(t.key) && codes.get(t.key) === undefined) codes.set(t.key, codeOf(t));
+  }
+  const code = (t: ThreadInfo) => (codes.has(t.key) ? codes.get(t.key) : codeOf(t));
+  for (const record of pending) {
+    // The newest thread that may be its own: a library's thread is never a
+    // Worker's (a running thread shows nothing, and may be).
+    const choice = candidatesFor(record, list, baseline, self, creatorName).find((t) => code(t) !== 'other');
+    if (choice && code(choice) === 'node') {
+      assign(record, choice.key, true);
       continue;
     }
-    // No thread left (its Worker is ending) or a guess: looked at again later.
+    // No thread left (its Worker is ending), or one that was running: a guess, looked at again later.
     record.tries++;
     record.nextTry = now + 2 ** record.tries;
-    const guess = node[0] ?? viable[0];
-    assign(record, guess?.key, guess !== undefined && record.tries >= MAX_SETTLE_TRIES);
+    assign(record, choice?.key, choice !== undefined && record.tries >= MAX_SETTLE_TRIES);
   }
 }

@@ -176,8 +176,8 @@ const MAX_SETTLE_TRIES = 10;
 // Start times are rounded down to a clock tick (USER_HZ is 100 on Linux); the
 // kernel's wall clock base and Date.now() may also differ by a little.
 const START_TIME_SLACK_MS = 10;
-// How often, and after what pause, threads that were running are looked at
-// again in one look (at most 2 ms in all).
+// How often, and after what pause, threads that were running are read again
+// in one look (at most 2 ms in all).
 const RUNNING_RECHECKS = 4;
 const RUNNING_RECHECK_PAUSE_MS = 0.5;
 let recheckPause: Int32Array | undefined;
@@ -257,26 +257,39 @@ export function mapWorkers(list: readonly ThreadInfo[], baseline: WorkerBaseline
   if (pending.length === 0) return;
   const self = currentThreadId();
   const creatorName = list.find((t) => t.id === self)?.name;
-  // What the kernel shows of every thread that may be matched. A thread that
-  // just started runs for a moment before it blocks: a library's thread soon
-  // shows its code, a starting Worker's thread runs Node's start-up for ms.
+  // What the kernel shows of a thread, read once per look (each read costs
+  // about 1 ms, more with thousands of threads). A thread that just started
+  // runs for a moment before it blocks: a library's thread soon shows its
+  // code, a starting Worker's thread runs Node's start-up for ms. A running
+  // thread is read again after a short pause, a few times per look at most.
   const codes = new Map<string, ReturnType<typeof codeOf>>();
-  for (const record of pending) {
-    for (const t of candidatesFor(record, list, baseline, self, creatorName)) {
-      if (!codes.has(t.key)) codes.set(t.key, codeOf(t));
+  let rechecks = RUNNING_RECHECKS;
+  const code = (record: WorkerRecord, t: ThreadInfo): ReturnType<typeof codeOf> => {
+    // Node 24+ named it as a Worker's thread, which its creator is not called.
+    if (record.threadName !== undefined && t.name === record.threadName && t.name !== creatorName) return 'node';
+    let seen = codes.has(t.key) ? codes.get(t.key) : codeOf(t);
+    while (seen === undefined && rechecks > 0) {
+      rechecks--;
+      recheckPause ??= new Int32Array(new SharedArrayBuffer(4));
+      Atomics.wait(recheckPause, 0, 0, RUNNING_RECHECK_PAUSE_MS);
+      seen = codeOf(t);
     }
-  }
-  for (let attempt = 0; attempt < RUNNING_RECHECKS && [...codes.values()].includes(undefined); attempt++) {
-    recheckPause ??= new Int32Array(new SharedArrayBuffer(4));
-    Atomics.wait(recheckPause, 0, 0, RUNNING_RECHECK_PAUSE_MS);
-    for (const t of list) if (codes.has(t.key) && codes.get(t.key) === undefined) codes.set(t.key, codeOf(t));
-  }
-  const code = (t: ThreadInfo) => (codes.has(t.key) ? codes.get(t.key) : codeOf(t));
+    codes.set(t.key, seen);
+    return seen;
+  };
   for (const record of pending) {
     // The newest thread that may be its own: a library's thread is never a
     // Worker's (a running thread shows nothing, and may be).
-    const choice = candidatesFor(record, list, baseline, self, creatorName).find((t) => code(t) !== 'other');
-    if (choice && code(choice) === 'node') {
+    let choice: ThreadInfo | undefined;
+    let choiceCode: ReturnType<typeof codeOf>;
+    for (const t of candidatesFor(record, list, baseline, self, creatorName)) {
+      choiceCode = code(record, t);
+      if (choiceCode !== 'other') {
+        choice = t;
+        break;
+      }
+    }
+    if (choice && choiceCode === 'node') {
       assign(record, choice.key, true);
       continue;
     }

@@ -167,9 +167,11 @@ diagnosticsChannel.subscribe('worker_threads', onWorkerCreated);
 
 // ------------------------------------------------------------- the matching
 
-// At most this many threads are looked at per Worker: the newest that started
-// no later than it.
-const MAX_CANDIDATES = 8;
+// At most this many threads are read per Worker in one look, newest first
+// (each read costs about 1 ms): its own is among them unless more threads
+// than that started in the instant between it and the note. Threads read for
+// an earlier Worker of the same look are not read again.
+const MAX_READS = 32;
 // How often a guess is looked at again (by the leak checks, at doubling
 // intervals from 2 ms: about 2 s in all) before it is kept.
 const MAX_SETTLE_TRIES = 10;
@@ -177,7 +179,7 @@ const MAX_SETTLE_TRIES = 10;
 // kernel's wall clock base and Date.now() may also differ by a little.
 const START_TIME_SLACK_MS = 10;
 // How often, and after what pause, threads that were running are read again
-// in one look (at most 2 ms in all).
+// while one Worker is matched (at most 2 ms a Worker).
 const RUNNING_RECHECKS = 4;
 const RUNNING_RECHECK_PAUSE_MS = 0.5;
 let recheckPause: Int32Array | undefined;
@@ -225,10 +227,10 @@ function assign(record: WorkerRecord, key: string | undefined, settled: boolean)
 const newestFirst = (a: ThreadInfo, b: ThreadInfo): number => (b.startTime ?? 0) - (a.startTime ?? 0) || b.id - a.id;
 
 /**
- * The threads that may be `record`'s, the likeliest first: alive, not
- * matched to another Worker, not the calling thread, not in the baseline of
- * a scope opened before the Worker was made, started no later than the note, and with a name its thread can
- * have. A test that rules out every thread is dropped (a clock stepped back,
+ * The threads that may be `record`'s, the likeliest (newest) first: alive,
+ * not matched to another Worker, not the calling thread, not in the
+ * baseline of a scope opened before the Worker was made, started no later
+ * than the note, and with a name its thread can have. A test that rules out every thread is dropped (a clock stepped back,
  * a thread that renamed itself): the others still decide.
  */
 function candidatesFor(record: WorkerRecord, list: readonly ThreadInfo[], baseline: WorkerBaseline, self: number, creatorName: string | undefined): ThreadInfo[] {
@@ -241,7 +243,7 @@ function candidatesFor(record: WorkerRecord, list: readonly ThreadInfo[], baseli
   if (started.length > 0) alive = started;
   const named = alive.filter((t) => t.name === creatorName || t.name === record.threadName);
   if (named.length > 0) alive = named;
-  return alive.sort(newestFirst).slice(0, MAX_CANDIDATES);
+  return alive.sort(newestFirst);
 }
 
 /**
@@ -261,9 +263,9 @@ export function mapWorkers(list: readonly ThreadInfo[], baseline: WorkerBaseline
   // about 1 ms, more with thousands of threads). A thread that just started
   // runs for a moment before it blocks: a library's thread soon shows its
   // code, a starting Worker's thread runs Node's start-up for ms. A running
-  // thread is read again after a short pause, a few times per look at most.
+  // thread is read again after a short pause, a few times per Worker at most.
   const codes = new Map<string, ReturnType<typeof codeOf>>();
-  let rechecks = RUNNING_RECHECKS;
+  let rechecks = 0;
   const code = (record: WorkerRecord, t: ThreadInfo): ReturnType<typeof codeOf> => {
     // Node 24+ named it as a Worker's thread, which its creator is not called.
     if (record.threadName !== undefined && t.name === record.threadName && t.name !== creatorName) return 'node';
@@ -280,9 +282,13 @@ export function mapWorkers(list: readonly ThreadInfo[], baseline: WorkerBaseline
   for (const record of pending) {
     // The newest thread that may be its own: a library's thread is never a
     // Worker's (a running thread shows nothing, and may be).
+    rechecks = RUNNING_RECHECKS;
     let choice: ThreadInfo | undefined;
     let choiceCode: ReturnType<typeof codeOf>;
+    let reads = 0;
     for (const t of candidatesFor(record, list, baseline, self, creatorName)) {
+      // Threads already read in this look cost nothing; new ones count.
+      if (!codes.has(t.key) && ++reads > MAX_READS) break;
       choiceCode = code(record, t);
       if (choiceCode !== 'other') {
         choice = t;

@@ -11,9 +11,10 @@ import { fixtureThreads, spawnerPath } from './helpers.js';
 
 const fixture = fixtureThreads();
 let racerName: string | undefined;
+let racersPerWorker = 1;
 const racers: number[] = [];
 diagnosticsChannel.subscribe('worker_threads', () => {
-  if (racerName !== undefined) racers.push(...fixture.start({ name: racerName }).tids);
+  if (racerName !== undefined) racers.push(...fixture.start({ name: racerName, count: racersPerWorker }).tids);
 });
 // Imported only now, so that threadleak's subscriber runs after the one above.
 const { noThreadLeaks, threads, ThreadLeakError } = await import('../src/index.js');
@@ -21,6 +22,7 @@ const { noThreadLeaks, threads, ThreadLeakError } = await import('../src/index.j
 const workers: Worker[] = [];
 afterEach(async () => {
   racerName = undefined;
+  racersPerWorker = 1;
   racers.length = 0;
   await Promise.all(workers.splice(0).map((w) => w.terminate()));
 });
@@ -106,3 +108,20 @@ for (const when of ['once they are all running', 'while they are still starting'
     expect(leaks.filter((t) => t.origin.kind === 'native').map((t) => t.id).sort()).toEqual([...racers].sort());
   });
 }
+
+it('finds a Worker\'s thread behind many native threads started in the same instant', async () => {
+  const scope = noThreadLeaks({ action: 'raise', gracePeriodMs: 0 });
+  racerName = creatorName();
+  racersPerWorker = 12;
+  const worker = new Worker(TID_WORKER, { eval: true });
+  racerName = undefined;
+  workers.push(worker);
+  const tid = new Promise<number>((resolve, reject) => {
+    worker.once('message', resolve);
+    worker.once('error', reject);
+  });
+  const leaks = await leaksOf(scope);
+  const mapped = leaks.filter((t) => t.origin.kind === 'worker');
+  expect(mapped.map((t) => t.id)).toEqual([await tid]);
+  expect(leaks.filter((t) => t.origin.kind === 'native')).toHaveLength(12);
+});

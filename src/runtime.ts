@@ -8,8 +8,9 @@
 // - `new Worker()` is only noted when it happens: Node publishes on the
 //   'worker_threads' diagnostics channel synchronously inside the
 //   constructor, just after the Worker's OS thread started. The note holds
-//   the Worker, its creation stack, when it was made (wall clock and
-//   monotonic), a sequence number, and whether it is ref'd. No system call.
+//   the Worker, its creation stack, when it was made (the wall clock, which
+//   the kernel's thread start times are given in), a sequence number, and
+//   whether it is ref'd. No system call.
 // - A Worker is matched to its OS thread only when a scope looks at threads
 //   it did not have in its baseline (mapWorkers), from what can still be
 //   known then:
@@ -52,8 +53,6 @@ export interface WorkerRecord {
   readonly seq: number;
   /** Date.now() when the constructor published it: its thread started no later. */
   readonly createdAt: number;
-  /** performance.now() at the same moment. */
-  readonly createdAtMonotonic: number;
   /** The name Node gives its thread, where Node names Worker threads (24 and later). */
   readonly threadName: string | undefined;
   /** The key of its OS thread, once a look has matched it (a guess until `settled`). */
@@ -135,7 +134,6 @@ function onWorkerCreated(message: unknown): void {
     refed: true,
     seq: ++lastSeq,
     createdAt: Date.now(),
-    createdAtMonotonic: performance.now(),
     threadName: NODE_NAMES_WORKER_THREADS
       ? osThreadName(typeof given === 'string' && given !== '' ? given : DEFAULT_WORKER_THREAD_NAME)
       : undefined,
@@ -200,8 +198,8 @@ function nodeExecutable(): string {
 
 /**
  * Where a thread's code comes from, from the kernel's view of it (no signal):
- * 'node' for Node's own code (its executable, or libnode), 'other' for a library's, undefined when the
- * kernel shows nothing (the thread is running).
+ * 'node' for Node's own code (its executable, or libnode), 'other' for a
+ * library's, undefined when the kernel shows nothing (the thread is running).
  */
 function codeOf(thread: ThreadInfo): 'node' | 'other' | undefined {
   let module: string | undefined;
@@ -230,8 +228,9 @@ const newestFirst = (a: ThreadInfo, b: ThreadInfo): number => (b.startTime ?? 0)
  * The threads that may be `record`'s, the likeliest (newest) first: alive,
  * not matched to another Worker, not the calling thread, not in the
  * baseline of a scope opened before the Worker was made, started no later
- * than the note, and with a name its thread can have. A test that rules out every thread is dropped (a clock stepped back,
- * a thread that renamed itself): the others still decide.
+ * than the note, and with a name its thread can have. A test that rules
+ * out every thread is dropped (a clock stepped back, a thread that renamed
+ * itself): the others still decide.
  */
 function candidatesFor(record: WorkerRecord, list: readonly ThreadInfo[], baseline: WorkerBaseline, self: number, creatorName: string | undefined): ThreadInfo[] {
   let alive = list.filter((t) => {

@@ -13,8 +13,8 @@
 //             reported to a no-op logger), which is the cost a scope pays
 // THREADLEAK_BENCH_BEFORE=<dir>: also the imported and scope variants with
 // another build of dist/ (an older commit), in the same run: before/after.
-// The variants' processes are interleaved, PASSES times, so that a change in
-// the machine's load is spread over all of them.
+// The variants' processes are interleaved, PASSES times in rotating order, so
+// that a change in the machine's load is spread over all of them.
 // Run: npm run compile && npm run build:fixture && node bench/workers.js
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -24,8 +24,8 @@ import { printColumns, summary } from './lib/stats.js';
 
 const THREADS = 2000;
 const WORKERS = 20;
-const ROUNDS = 5;
-const PASSES = 3;
+const ROUNDS = 4;
+const PASSES = 5;
 const BEFORE = process.env.THREADLEAK_BENCH_BEFORE;
 const VARIANTS = ['plain', 'imported', 'scope', ...(BEFORE ? ['imported (before)', 'scope (before)'] : [])];
 
@@ -56,7 +56,8 @@ if (process.argv[2]) {
   const samples = new Map(VARIANTS.map((v) => [v, []]));
   const current = fileURLToPath(new URL('../dist', import.meta.url));
   for (let pass = 0; pass < PASSES; pass++) {
-    for (const variant of VARIANTS) {
+    // Each pass starts with another variant: none is always first after a pause.
+    for (const variant of [...VARIANTS.slice(pass % VARIANTS.length), ...VARIANTS.slice(0, pass % VARIANTS.length)]) {
       const dist = variant.endsWith('(before)') ? BEFORE : current;
       const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), variant, dist], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
       if (r.status !== 0) throw new Error(`bench/workers: variant ${variant} failed (${r.status ?? r.signal})`);

@@ -48,7 +48,6 @@ export interface RawStack {
 }
 
 interface Addon {
-  backend: string;
   listThreads(pid: number): { numbers: Float64Array; text: string } | { error: NativeOsError };
   threadKey(tid: number): string;
   currentThreadId(): number;

@@ -285,3 +285,20 @@ export function formatUninterruptedStack(threadId: number): string {
     `that call fail with EINTR): frames from its PC and a scan of its stack (scanned: true)`
   );
 }
+
+// ------------------------------------------------------ user callbacks that failed
+
+function describeError(error: unknown): string {
+  if (error instanceof Error) return `${error.name}: ${error.message}`;
+  return describeValue(error);
+}
+
+/** A name or kind filter predicate threw: that is the predicate's error, not a leak. */
+export function formatFilterThrew(where: string, option: string, error: unknown): string {
+  return `${where}: the ${option} predicate threw, so the scope could not tell what leaked (not a leak report): ${describeError(error)}`;
+}
+
+/** The logger given to reportAtExit threw: the report goes to stderr instead. */
+export function formatExitLoggerThrew(error: unknown, report: string): string {
+  return `threadleak: the reportAtExit logger threw (${describeError(error)}); its report follows:\n${report}\n`;
+}

@@ -1,32 +1,44 @@
-// Node awareness: what the runtime and this library own, and which OS thread
-// belongs to which Worker.
+// Node awareness: what the runtime owns, and which OS thread belongs to which
+// Worker. Importing this module loads nothing native and reads nothing from
+// the OS (DESIGN.md, Semantics -> Lazy).
 //
 // - The libuv threadpool is created lazily, all at once, on the first async
 //   fs/zlib/crypto/dns call. prepareBaseline() pre-warms it before the first
 //   baseline so that call, made inside a scope, is never reported.
-// - Every Worker is mapped to its OS thread when it is constructed: Node
-//   publishes on the 'worker_threads' diagnostics channel synchronously inside
-//   the constructor, just after the thread started, so the newest thread not
-//   seen in the previous snapshot is the Worker's -- unless another thread (a
-//   native library's, started from the libuv pool) started in the instant
-//   between the two. Two things tell them apart:
-//   - At that instant the Worker's thread has run only Node's start-up code,
-//     so its name is still its creator's (Linux copies it) or the one Node
-//     gives Worker threads; a candidate that already gave itself another name
-//     is not it. (Names are labels, but this one cannot have been changed by
-//     anyone else yet.)
-//   - When more than one candidate is left, the newest is taken for now and
-//     the mapping is settled later from what the kernel shows of each (no
-//     signal is sent): a Worker's thread runs Node's own code, a library's
-//     thread its own shared object.
+// - `new Worker()` is only noted when it happens: Node publishes on the
+//   'worker_threads' diagnostics channel synchronously inside the
+//   constructor, just after the Worker's OS thread started. The note holds
+//   the Worker, its creation stack, when it was made (the wall clock, which
+//   the kernel's thread start times are given in), a sequence number, and
+//   whether it is ref'd. No system call.
+// - A Worker is matched to its OS thread only when a scope looks at threads
+//   it did not have in its baseline (mapWorkers), from what can still be
+//   known then:
+//   - its thread is not in the baseline of a scope opened before the Worker
+//     was made (and is in that of a scope opened after it);
+//   - its thread started no later than the note (start times are exact to a
+//     clock tick, 10 ms, and rounded down), and most likely just before it:
+//     any thread started before the constructor ran is older;
+//   - its name: Node 24 and later name a Worker's thread `WorkerThread` or
+//     its `name` option (cut to 15 bytes), earlier versions leave it the
+//     creator's (Linux copies it); a thread that already has another name
+//     is not it. (Names are labels, but this one nobody else has changed.)
+//   - what the kernel shows of it (no signal is sent): a Worker's thread runs
+//     Node's own code, a library's thread its own shared object. A thread
+//     that is running shows nothing: a match to it is kept as a guess and
+//     looked at again by later looks.
+//   Workers are matched newest first, each to the newest thread left that
+//   passes: thread ids and start times grow in the order threads start.
+//   A Worker that exited before any look is simply dropped.
 // - A Worker is a daemon when it was unref()'d: it does not keep the process
 //   alive, like a Python daemon thread.
 import diagnosticsChannel from 'node:diagnostics_channel';
 import { realpathSync } from 'node:fs';
+import { basename } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { attributeStack } from './attribution.js';
 import { captureStack, currentThreadId, prewarmThreadpool } from './binding.js';
-import { threads, type ThreadInfo } from './snapshot.js';
+import type { ThreadInfo } from './snapshot.js';
 
 /** Set to 1 / true to skip pre-warming the libuv threadpool. */
 export const NO_PREWARM_ENV = 'THREADLEAK_NO_PREWARM';
@@ -37,61 +49,65 @@ export interface WorkerRecord {
   creationStack: string;
   /** False once the Worker was unref()'d (and until it is ref()'d again). */
   refed: boolean;
-  /** The key of its OS thread (may change once while the mapping is settled). */
-  key: string;
-}
-
-/** A Worker whose OS thread could not be told for sure when it was constructed. */
-interface Unsettled {
-  record: WorkerRecord;
-  /** Keys of the threads that may be its OS thread, the tentative one first. */
-  candidates: string[];
+  /** Order of construction, from 1. */
+  readonly seq: number;
+  /** Date.now() when the constructor published it: its thread started no later. */
+  readonly createdAt: number;
+  /** The name Node gives its thread, where Node names Worker threads (24 and later). */
+  readonly threadName: string | undefined;
+  /** The key of its OS thread, once a look has matched it (a guess until `settled`). */
+  key: string | undefined;
+  settled: boolean;
+  /** How many looks tried to settle a guess; performance.now() before which it is not tried again. */
   tries: number;
-  /** performance.now() before which it is not looked at again. */
   nextTry: number;
 }
 
-const workersByThreadKey = new Map<string, WorkerRecord>();
-const ownThreadKeys = new Set<string>();
-const unsettled = new Set<Unsettled>();
-let lastSeenKeys = new Set<string>();
+/** A scope's baseline as the matching reads it: the threads it held, and the last Worker made before it. */
+export interface WorkerBaseline {
+  keys: ReadonlySet<string>;
+  seq: number;
+}
+
+const records = new Map<Worker, WorkerRecord>();
+const recordsByKey = new Map<string, WorkerRecord>();
+let lastSeq = 0;
 let prepared = false;
-let tracking = false;
 
 function prewarmDisabled(): boolean {
   const value = process.env[NO_PREWARM_ENV];
   return value !== undefined && value !== '' && value !== '0' && value.toLowerCase() !== 'false';
 }
 
-/**
- * Records what a snapshot saw, so a later Worker's thread can be told apart,
- * and returns the set of its keys (never mutated: a scope may keep it as its
- * baseline).
- */
-export function noteSnapshot(list: readonly ThreadInfo[]): ReadonlySet<string> {
-  lastSeenKeys = new Set(list.map((t) => t.key));
-  return lastSeenKeys;
+/** Called before every baseline: pre-warms the pool once. Returns the Worker sequence number now. */
+export function prepareBaseline(): number {
+  if (!prepared) {
+    prepared = true;
+    if (!prewarmDisabled()) prewarmThreadpool();
+  }
+  return lastSeq;
 }
 
-/** Called before every baseline: pre-warms the pool once and starts Worker tracking. */
-export function prepareBaseline(): void {
-  startWorkerTracking();
-  if (prepared) return;
-  prepared = true;
-  if (!prewarmDisabled()) prewarmThreadpool();
-}
-
-/** Registers a thread this library started, so no scope ever reports it. */
-export function registerOwnThread(key: string): void {
-  ownThreadKeys.add(key);
-}
-
-export function isOwnThread(key: string): boolean {
-  return ownThreadKeys.has(key);
-}
-
+/** The Worker whose OS thread has this key, as far as the looks so far could tell. */
 export function workerForThread(key: string): WorkerRecord | undefined {
-  return workersByThreadKey.get(key);
+  return recordsByKey.get(key);
+}
+
+// --------------------------------------------------------------- the notes
+
+// Node 24 and later name a Worker's thread (the name option, or this).
+const NODE_NAMES_WORKER_THREADS = Number(process.versions.node.split('.')[0]) >= 24;
+const DEFAULT_WORKER_THREAD_NAME = 'WorkerThread';
+// Linux thread names hold at most 15 bytes.
+const MAX_THREAD_NAME_BYTES = 15;
+
+function osThreadName(name: string): string {
+  const bytes = Buffer.from(name, 'utf8');
+  if (bytes.length <= MAX_THREAD_NAME_BYTES) return name;
+  // Cut on a character boundary, as Node does: drop a partial UTF-8 sequence.
+  let end = MAX_THREAD_NAME_BYTES;
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
+  return bytes.subarray(0, end).toString('utf8');
 }
 
 function creationStack(): string {
@@ -108,23 +124,63 @@ function creationStack(): string {
     .join('\n');
 }
 
-// At most this many candidates are looked at: the newest unseen threads. The
-// Worker's thread is among them unless more threads than that started in the
-// instant between it and the look (which can last tens of ms on a busy machine).
-const MAX_CANDIDATES = 8;
-// How often an ambiguous mapping is looked at (by the leak checks, at
-// doubling intervals from 2 ms: about 2 s in all) before the tentative one is kept.
-const MAX_SETTLE_TRIES = 10;
-// The name Node (24 and later) gives a Worker's thread as it starts it.
-const NODE_WORKER_THREAD_NAMES: ReadonlySet<string> = new Set(['WorkerThread']);
-
-/** Threads not seen before and not mapped yet, newest first. */
-function unseenNewestFirst(list: readonly ThreadInfo[]): ThreadInfo[] {
-  return list
-    .filter((t) => !lastSeenKeys.has(t.key) && !workersByThreadKey.has(t.key) && t.id !== process.pid)
-    // Newest start first; within one clock tick, the higher id (ids grow until they wrap).
-    .sort((a, b) => (b.startTime ?? 0) - (a.startTime ?? 0) || b.id - a.id);
+function onWorkerCreated(message: unknown): void {
+  const worker = (message as { worker?: Worker }).worker;
+  if (!worker || records.has(worker)) return;
+  const given = (worker as { threadName?: unknown }).threadName;
+  const record: WorkerRecord = {
+    worker,
+    creationStack: creationStack(),
+    refed: true,
+    seq: ++lastSeq,
+    createdAt: Date.now(),
+    threadName: NODE_NAMES_WORKER_THREADS
+      ? osThreadName(typeof given === 'string' && given !== '' ? given : DEFAULT_WORKER_THREAD_NAME)
+      : undefined,
+    key: undefined,
+    settled: false,
+    tries: 0,
+    nextTry: 0,
+  };
+  const { ref, unref } = worker;
+  // Track ref state on the instance: Worker has no public "is ref'd" query on Node 20.
+  worker.unref = function (this: Worker) {
+    record.refed = false;
+    return unref.call(this);
+  };
+  worker.ref = function (this: Worker) {
+    record.refed = true;
+    return ref.call(this);
+  };
+  records.set(worker, record);
+  worker.once('exit', () => {
+    records.delete(worker);
+    if (record.key !== undefined && recordsByKey.get(record.key) === record) recordsByKey.delete(record.key);
+  });
 }
+
+// From import on, so Workers made before the first scope are known too. This
+// subscribes a JavaScript function, nothing more.
+diagnosticsChannel.subscribe('worker_threads', onWorkerCreated);
+
+// ------------------------------------------------------------- the matching
+
+// At most this many threads are read per Worker in one look, newest first
+// (each read costs about 1 ms): its own is among them unless more threads
+// than that started in the instant between it and the note. Threads read for
+// an earlier Worker of the same look are not read again.
+const MAX_READS = 32;
+// How often a guess is looked at again (by the leak checks, at doubling
+// intervals from 2 ms: about 2 s in all) before it is kept.
+const MAX_SETTLE_TRIES = 10;
+// Start times are rounded down to a clock tick (USER_HZ is 100 on Linux); the
+// kernel's wall clock base and Date.now() may also differ by a little.
+const START_TIME_SLACK_MS = 10;
+// How often, and after what pause, threads that were running are read again
+// while one Worker is matched (at most 2 ms a Worker).
+const RUNNING_RECHECKS = 4;
+const RUNNING_RECHECK_PAUSE_MS = 0.5;
+let recheckPause: Int32Array | undefined;
 
 let executable: string | undefined;
 
@@ -142,8 +198,8 @@ function nodeExecutable(): string {
 
 /**
  * Where a thread's code comes from, from the kernel's view of it (no signal):
- * 'node' for Node's own code, 'other' for a library's, undefined when the
- * kernel shows nothing (the thread is running).
+ * 'node' for Node's own code (its executable, or libnode), 'other' for a
+ * library's, undefined when the kernel shows nothing (the thread is running).
  */
 function codeOf(thread: ThreadInfo): 'node' | 'other' | undefined {
   let module: string | undefined;
@@ -153,109 +209,98 @@ function codeOf(thread: ThreadInfo): 'node' | 'other' | undefined {
     return undefined;
   }
   if (module === undefined) return undefined;
-  return module === nodeExecutable() || module === process.execPath ? 'node' : 'other';
+  // A distribution's Node may run from a shared libnode.so.
+  const own = module === nodeExecutable() || module === process.execPath || /^libnode\.so(\.|$)/.test(basename(module));
+  return own ? 'node' : 'other';
 }
 
-function remap(record: WorkerRecord, key: string): void {
-  if (record.key === key) return;
-  if (workersByThreadKey.get(record.key) === record) workersByThreadKey.delete(record.key);
+function assign(record: WorkerRecord, key: string | undefined, settled: boolean): void {
+  if (record.key !== undefined && recordsByKey.get(record.key) === record) recordsByKey.delete(record.key);
   record.key = key;
-  workersByThreadKey.set(key, record);
+  record.settled = settled;
+  if (key !== undefined) recordsByKey.set(key, record);
+}
+
+/** Newest start first; within one clock tick, the higher id (ids grow until they wrap). */
+const newestFirst = (a: ThreadInfo, b: ThreadInfo): number => (b.startTime ?? 0) - (a.startTime ?? 0) || b.id - a.id;
+
+/**
+ * The threads that may be `record`'s, the likeliest (newest) first: alive,
+ * not matched to another Worker, not the calling thread, not in the
+ * baseline of a scope opened before the Worker was made, started no later
+ * than the note, and with a name its thread can have. A test that rules
+ * out every thread is dropped (a clock stepped back, a thread that renamed
+ * itself): the others still decide.
+ */
+function candidatesFor(record: WorkerRecord, list: readonly ThreadInfo[], baseline: WorkerBaseline, self: number, creatorName: string | undefined): ThreadInfo[] {
+  let alive = list.filter((t) => {
+    if (t.id === self || t.state === 'zombie' || baseline.keys.has(t.key)) return false;
+    const owner = recordsByKey.get(t.key);
+    return owner === undefined || owner === record;
+  });
+  const started = alive.filter((t) => t.startTime === undefined || t.startTime <= record.createdAt + START_TIME_SLACK_MS);
+  if (started.length > 0) alive = started;
+  const named = alive.filter((t) => t.name === creatorName || t.name === record.threadName);
+  if (named.length > 0) alive = named;
+  return alive.sort(newestFirst);
 }
 
 /**
- * Settles the Workers whose OS thread was ambiguous at construction: the one
- * candidate that runs Node's code, or the one the kernel shows nothing of
- * when every other runs a library's code. `list` is a fresh snapshot.
+ * Matches the Workers made after `baseline` whose OS thread is not settled
+ * yet to threads of `list` (a fresh snapshot), newest Worker first. Called by
+ * a scope's checks, so a Worker costs nothing until a scope looks.
  */
-export function settleWorkerThreads(list: readonly ThreadInfo[]): void {
-  if (unsettled.size === 0) return;
-  const byKey = new Map(list.map((t) => [t.key, t]));
+export function mapWorkers(list: readonly ThreadInfo[], baseline: WorkerBaseline): void {
   const now = performance.now();
-  for (const entry of unsettled) {
-    if (now < entry.nextTry) continue;
-    entry.tries++;
-    entry.nextTry = now + 2 ** entry.tries;
-    const tentative = byKey.get(entry.record.key);
-    // The common case: the newest was the Worker's after all (one look).
-    if (tentative && codeOf(tentative) === 'node') {
-      unsettled.delete(entry);
+  const pending = [...records.values()]
+    .filter((r) => r.seq > baseline.seq && !r.settled && now >= r.nextTry)
+    .sort((a, b) => b.seq - a.seq);
+  if (pending.length === 0) return;
+  const self = currentThreadId();
+  const creatorName = list.find((t) => t.id === self)?.name;
+  // What the kernel shows of a thread, read once per look (each read costs
+  // about 1 ms, more with thousands of threads). A thread that just started
+  // runs for a moment before it blocks: a library's thread soon shows its
+  // code, a starting Worker's thread runs Node's start-up for ms. A running
+  // thread is read again after a short pause, a few times per Worker at most.
+  const codes = new Map<string, ReturnType<typeof codeOf>>();
+  let rechecks = 0;
+  const code = (record: WorkerRecord, t: ThreadInfo): ReturnType<typeof codeOf> => {
+    // Node 24+ named it as a Worker's thread, which its creator is not called.
+    if (record.threadName !== undefined && t.name === record.threadName && t.name !== creatorName) return 'node';
+    let seen = codes.has(t.key) ? codes.get(t.key) : codeOf(t);
+    while (seen === undefined && rechecks > 0) {
+      rechecks--;
+      recheckPause ??= new Int32Array(new SharedArrayBuffer(4));
+      Atomics.wait(recheckPause, 0, 0, RUNNING_RECHECK_PAUSE_MS);
+      seen = codeOf(t);
+    }
+    codes.set(t.key, seen);
+    return seen;
+  };
+  for (const record of pending) {
+    // The newest thread that may be its own: a library's thread is never a
+    // Worker's (a running thread shows nothing, and may be).
+    rechecks = RUNNING_RECHECKS;
+    let choice: ThreadInfo | undefined;
+    let choiceCode: ReturnType<typeof codeOf>;
+    let reads = 0;
+    for (const t of candidatesFor(record, list, baseline, self, creatorName)) {
+      // Threads already read in this look cost nothing; new ones count.
+      if (!codes.has(t.key) && ++reads > MAX_READS) break;
+      choiceCode = code(record, t);
+      if (choiceCode !== 'other') {
+        choice = t;
+        break;
+      }
+    }
+    if (choice && choiceCode === 'node') {
+      assign(record, choice.key, true);
       continue;
     }
-    const alive = entry.candidates
-      .map((key) => byKey.get(key))
-      .filter((t): t is ThreadInfo => t !== undefined && t.state !== 'zombie' &&
-        (t.key === entry.record.key || !workersByThreadKey.has(t.key)));
-    const code = alive.map(codeOf);
-    const node = alive.filter((_, i) => code[i] === 'node');
-    const unknown = alive.filter((_, i) => code[i] === undefined);
-    let settled: ThreadInfo | undefined;
-    if (node.length === 1) settled = node[0];
-    else if (node.length === 0 && unknown.length === 1) settled = unknown[0];
-    if (settled) remap(entry.record, settled.key);
-    if (settled || entry.tries >= MAX_SETTLE_TRIES) unsettled.delete(entry);
+    // No thread left (its Worker is ending), or one that was running: a guess, looked at again later.
+    record.tries++;
+    record.nextTry = now + 2 ** record.tries;
+    assign(record, choice?.key, choice !== undefined && record.tries >= MAX_SETTLE_TRIES);
   }
 }
-
-function onWorkerCreated(message: unknown): void {
-  const worker = (message as { worker?: Worker }).worker;
-  if (!worker) return;
-  const stack = creationStack();
-  let list: ThreadInfo[];
-  try {
-    list = threads();
-  } catch {
-    return; // never break the user's `new Worker()`
-  }
-  const unseen = unseenNewestFirst(list);
-  noteSnapshot(list);
-  let creatorName: string | undefined;
-  try {
-    const self = currentThreadId();
-    creatorName = list.find((t) => t.id === self)?.name;
-  } catch {
-    // no creator name: no candidate is ruled out by its name
-  }
-  const named = unseen.filter((t) => t.name === creatorName || NODE_WORKER_THREAD_NAMES.has(t.name));
-  const candidates = creatorName === undefined || named.length === 0 ? unseen : named;
-  const thread = candidates[0];
-  if (!thread) return;
-  const record: WorkerRecord = { worker, creationStack: stack, refed: true, key: thread.key };
-  const { ref, unref } = worker;
-  // Track ref state on the instance: Worker has no public "is ref'd" query on Node 20.
-  worker.unref = function (this: Worker) {
-    record.refed = false;
-    return unref.call(this);
-  };
-  worker.ref = function (this: Worker) {
-    record.refed = true;
-    return ref.call(this);
-  };
-  workersByThreadKey.set(thread.key, record);
-  let entry: Unsettled | undefined;
-  if (candidates.length > 1) {
-    const keys = candidates.slice(0, MAX_CANDIDATES).map((t) => t.key);
-    entry = { record, candidates: keys, tries: 0, nextTry: 0 };
-    unsettled.add(entry);
-  }
-  worker.once('exit', () => {
-    if (entry) unsettled.delete(entry);
-    if (workersByThreadKey.get(record.key) === record) workersByThreadKey.delete(record.key);
-  });
-}
-
-function startWorkerTracking(): void {
-  if (tracking) return;
-  tracking = true;
-  try {
-    noteSnapshot(threads());
-  } catch {
-    tracking = false;
-    return;
-  }
-  diagnosticsChannel.subscribe('worker_threads', onWorkerCreated);
-}
-
-// Track from import on, so Workers created before the first scope are known
-// too. On a platform without a backend this quietly does nothing.
-startWorkerTracking();

@@ -3,8 +3,10 @@
 // and acting on what leaked (warn / log / cancel / raise). A detector says
 // what a "leak" is; this module decides when to look and what to do.
 import { invalidOption } from './errors.js';
-import { describeValue } from './report.js';
+import { formatFilterThrew } from './report.js';
 import type { LeakError } from './errors.js';
+
+export { checkOptionsObject, rejectUnknownOptions } from './options.js';
 
 export type LeakAction = 'warn' | 'log' | 'cancel' | 'raise';
 
@@ -64,10 +66,13 @@ export function resolveLogger(where: string, value: unknown): LeakLogger {
   return value as LeakLogger;
 }
 
+/** The longest grace period: a scope that waits longer is a hang, not a check. */
+export const MAX_GRACE_PERIOD_MS = 60_000;
+
 export function resolveGracePeriod(where: string, value: unknown, fallback: number): number {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !(value >= 0) || value === Infinity) {
-    throw invalidOption(where, 'gracePeriodMs', value, 'a finite number >= 0');
+  if (typeof value !== 'number' || !(value >= 0) || value > MAX_GRACE_PERIOD_MS) {
+    throw invalidOption(where, 'gracePeriodMs', value, `a number from 0 to ${MAX_GRACE_PERIOD_MS}`);
   }
   return value;
 }
@@ -82,6 +87,31 @@ export function resolveBoolean(where: string, option: string, value: unknown, fa
  * Compiles a name filter. `nameOf` picks the text that strings and RegExps
  * are matched against; a predicate receives the whole item.
  */
+const PREDICATE_EXPECTED = 'a predicate that returns a boolean, not a Promise (a filter is not awaited)';
+
+function isAsyncFunction(fn: object): boolean {
+  const tag = Object.prototype.toString.call(fn);
+  return tag === '[object AsyncFunction]' || tag === '[object AsyncGeneratorFunction]';
+}
+
+/** Calls a filter predicate: its own error is said to be its own, and a Promise is refused. */
+function callPredicate<T>(where: string, option: string, predicate: (item: T) => unknown, item: T): boolean {
+  let result: unknown;
+  try {
+    result = predicate(item);
+  } catch (error) {
+    const failure = new Error(formatFilterThrew(where, option, error), { cause: error }) as Error & { code: string };
+    failure.code = 'ERR_THREADLEAK_FILTER_THREW';
+    throw failure;
+  }
+  if (isPromiseLike(result)) {
+    // It may reject later: that is reported here, not as an unhandled rejection.
+    Promise.resolve(result).catch(() => {});
+    throw invalidOption(where, option, predicate, `${PREDICATE_EXPECTED}; it returned a Promise`);
+  }
+  return Boolean(result);
+}
+
 export function resolveNameFilter<T>(
   where: string,
   value: unknown,
@@ -98,24 +128,11 @@ export function resolveNameFilter<T>(
     return { includes: (item) => pattern.test(nameOf(item)), needsDetail: false };
   }
   if (typeof filter === 'function') {
-    return { includes: (item) => Boolean((filter as (item: T) => unknown)(item)), needsDetail: true };
+    if (isAsyncFunction(filter)) throw invalidOption(where, option, filter, PREDICATE_EXPECTED);
+    const predicate = filter as (item: T) => unknown;
+    return { includes: (item) => callPredicate(where, option, predicate, item), needsDetail: true };
   }
   throw invalidOption(where, option, value, 'a string, a RegExp, a function or null');
-}
-
-export function checkOptionsObject(where: string, options: unknown): Record<string, unknown> {
-  if (options === undefined) return {};
-  if (options === null || typeof options !== 'object') throw invalidOption(where, 'options', options, 'an object');
-  return options as Record<string, unknown>;
-}
-
-/** Rejects option names the caller did not define, so a typo is never a silent no-op. */
-export function rejectUnknownOptions(where: string, options: Record<string, unknown>, known: readonly string[]): void {
-  for (const name of Object.keys(options)) {
-    if (!known.includes(name)) {
-      throw invalidOption(where, 'options', options, `an object with only ${known.join(', ')} (unknown option ${describeValue(name)})`);
-    }
-  }
 }
 
 // Backoff while waiting for new threads or resources to go: the first check is
@@ -215,9 +232,7 @@ export class LeakScope<Leak> extends CallableObject {
       if (context !== undefined && !isDecoratorContext(context)) {
         throw invalidOption('scope(fn)', 'context', context, 'a decorator context or undefined');
       }
-      if (isDecoratorContext(context) && context.kind !== 'method') {
-        throw invalidOption('scope(fn)', 'context.kind', context.kind, "'method'");
-      }
+      checkDecoratorKind('scope(fn)', context);
       return wrapInScope(fn as (...args: unknown[]) => unknown, reopen);
     });
     this.#detector = detector;
@@ -324,6 +339,17 @@ export function wrapInScope<F extends (...args: any[]) => any, Leak>(fn: F, open
   Object.defineProperty(wrapped, 'name', { value: fn.name, configurable: true });
   Object.defineProperty(wrapped, 'length', { value: fn.length, configurable: true });
   return wrapped as F;
+}
+
+/**
+ * A scope factory decorates methods only: used on a class, a field, a getter
+ * or an accessor it is a TypeError when the decorator is applied, not a
+ * wrapper that fails (or silently checks nothing) later.
+ */
+export function checkDecoratorKind(where: string, context: unknown): void {
+  if (isDecoratorContext(context) && context.kind !== 'method') {
+    throw invalidOption(where, 'context.kind', context.kind, "'method' (it decorates methods, not classes, fields or accessors)");
+  }
 }
 
 /** True when `value` is the context object a TC39 standard decorator receives. */

@@ -3,6 +3,7 @@ import { attributeStack } from './attribution.js';
 import { captureStack, listThreads } from './binding.js';
 import { demangleFrames } from './demangle.js';
 import { invalidOption, systemError } from './errors.js';
+import { checkOptionsObject, rejectUnknownOptions } from './options.js';
 import { formatStackError, formatUninterruptedStack } from './report.js';
 import type { NativeStack, ThreadInfo, ThreadState } from './types.js';
 
@@ -30,12 +31,12 @@ function portableState(rawState: string): ThreadState {
   return LINUX_STATES[rawState] ?? 'unknown';
 }
 
+const THREADS_OPTION_NAMES = ['pid'] as const;
+
 function validatePid(options: unknown): number {
-  if (options === undefined) return 0;
-  if (options === null || typeof options !== 'object') {
-    throw invalidOption('threads()', 'options', options, 'an object');
-  }
-  const { pid } = options as ThreadsOptions;
+  const raw = checkOptionsObject('threads()', options);
+  rejectUnknownOptions('threads()', raw, THREADS_OPTION_NAMES);
+  const { pid } = raw;
   if (pid === undefined) return 0;
   if (typeof pid !== 'number' || !Number.isSafeInteger(pid) || pid <= 0) {
     throw invalidOption('threads()', 'options.pid', pid, 'a positive safe integer');
@@ -83,12 +84,12 @@ export interface ThreadStackOptions {
 export const DEFAULT_STACK_TIMEOUT_MS = 100;
 export const MAX_STACK_TIMEOUT_MS = 10_000;
 
+const STACK_OPTION_NAMES = ['timeoutMs', 'key'] as const;
+
 function validateStackOptions(options: unknown): { timeoutMs: number; key?: string } {
-  if (options === undefined) return { timeoutMs: DEFAULT_STACK_TIMEOUT_MS };
-  if (options === null || typeof options !== 'object') {
-    throw invalidOption('threadStack()', 'options', options, 'an object');
-  }
-  const { timeoutMs = DEFAULT_STACK_TIMEOUT_MS, key } = options as ThreadStackOptions;
+  const raw = checkOptionsObject('threadStack()', options);
+  rejectUnknownOptions('threadStack()', raw, STACK_OPTION_NAMES);
+  const { timeoutMs = DEFAULT_STACK_TIMEOUT_MS, key } = raw;
   if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs < 0 || timeoutMs > MAX_STACK_TIMEOUT_MS) {
     throw invalidOption('threadStack()', 'options.timeoutMs', timeoutMs, `a number from 0 to ${MAX_STACK_TIMEOUT_MS}`);
   }

@@ -2,14 +2,9 @@
 import type { Worker } from 'node:worker_threads';
 import { ThreadLeakError } from './errors.js';
 import { formatCannotStopThreads, formatThreadLeaks } from './report.js';
+import { mapWorkers, prepareBaseline, workerForThread, type WorkerBaseline } from './runtime.js';
 import {
-  isOwnThread,
-  noteSnapshot,
-  prepareBaseline,
-  settleWorkerThreads,
-  workerForThread,
-} from './runtime.js';
-import {
+  checkDecoratorKind,
   checkOptionsObject,
   isDecoratorContext,
   LeakScope,
@@ -109,15 +104,15 @@ function withNativeDetail(thread: LeakedThread, withStack: boolean): LeakedThrea
 
 class ThreadLeakDetector implements LeakDetector<LeakedThread> {
   readonly warning = { type: 'ThreadLeakWarning', code: 'ERR_THREAD_LEAK' };
-  readonly #baseline: ReadonlySet<string>;
+  readonly #baseline: WorkerBaseline;
   readonly #options: ResolvedThreadOptions;
   // Native threads with their creator (and stack) by key: read once per scope.
   readonly #detail = new Map<string, LeakedThread>();
 
   constructor(options: ResolvedThreadOptions) {
     this.#options = options;
-    prepareBaseline();
-    this.#baseline = noteSnapshot(threads());
+    const seq = prepareBaseline();
+    this.#baseline = { keys: new Set(threads().map((t) => t.key)), seq };
   }
 
   #enrich(thread: ThreadInfo, withDetail: boolean): LeakedThread {
@@ -136,9 +131,9 @@ class ThreadLeakDetector implements LeakDetector<LeakedThread> {
     const options = this.#options;
     const leaks: LeakedThread[] = [];
     const list = threads();
-    settleWorkerThreads(list);
+    mapWorkers(list, this.#baseline);
     for (const thread of list) {
-      if (this.#baseline.has(thread.key) || thread.state === 'zombie' || isOwnThread(thread.key)) continue;
+      if (this.#baseline.keys.has(thread.key) || thread.state === 'zombie') continue;
       if (options.excludeDaemon && isDaemon(thread)) continue;
       const leaked = this.#enrich(thread, options.filterNeedsDetail);
       if (!options.includes(leaked)) continue;
@@ -213,6 +208,7 @@ export function noThreadLeaks(
 ): unknown {
   if (typeof fnOrOptions === 'function') {
     const where = 'noThreadLeaks(fn, options)';
+    checkDecoratorKind('@noThreadLeaks', options);
     const resolved = resolveOptions(where, isDecoratorContext(options) ? undefined : options);
     return wrapInScope(fnOrOptions, () => openScope(resolved));
   }

@@ -3,8 +3,9 @@
 // weakly, so tracking never keeps anything alive; an object collected while
 // still tracked is kept in the reports as "collected without release".
 // noResourceLeaks() runs the shared leak-scope machinery over one tracker.
+import { writeSync } from 'node:fs';
 import { invalidOption, ResourceLeakError } from './errors.js';
-import { formatResourceLeaks, formatResourceReport } from './report.js';
+import { formatExitLoggerThrew, formatResourceLeaks, formatResourceReport } from './report.js';
 import {
   checkOptionsObject,
   LeakScope,
@@ -180,7 +181,18 @@ export class LeakTracker {
     if (this.#exitListener) return;
     this.#exitListener = () => {
       const report = this.#report('at process exit');
-      if (report.total > 0) this.#exitLogger.warn(report.text);
+      if (report.total === 0) return;
+      try {
+        this.#exitLogger.warn(report.text);
+      } catch (error) {
+        // A throw here would skip the other 'exit' listeners and change the
+        // exit code: the report goes to stderr, with what the logger threw.
+        try {
+          writeSync(2, formatExitLoggerThrew(error, report.text));
+        } catch {
+          // stderr is closed: nothing more can be said
+        }
+      }
     };
     process.on('exit', this.#exitListener);
   }

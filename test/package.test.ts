@@ -177,8 +177,35 @@ describe('the packed package', () => {
     ]) {
       expect(paths).toContain(required);
     }
-    for (const path of paths) expect(path).not.toMatch(/^(build|test|node_modules|src|\.cache)\//);
+    for (const path of paths) expect(path).not.toMatch(/^(build|test|node_modules|\.cache)\//);
+    // The TypeScript sources are shipped, for the source maps; nothing else of src/.
+    expect(paths).toContain('src/index.ts');
+    for (const path of paths.filter((p) => p.startsWith('src/'))) expect(path).toMatch(/\.m?ts$/);
   });
+
+  it("every source map's sources resolve to files in the installed package, so a stack opens", async () => {
+    const pkgDir = join(app, 'node_modules', 'threadleak');
+    const maps = readdirSync(join(pkgDir, 'dist')).filter((name) => name.endsWith('.map'));
+    expect(maps).toEqual(expect.arrayContaining(['index.js.map', 'index.mjs.map', 'snapshot.js.map']));
+    for (const name of maps) {
+      const map = JSON.parse(readFileSync(join(pkgDir, 'dist', name), 'utf8')) as { sourceRoot?: string; sources: string[] };
+      expect(map.sources.length).toBeGreaterThan(0);
+      for (const source of map.sources) {
+        const file = join(pkgDir, 'dist', map.sourceRoot ?? '', source);
+        expect({ map: name, source, exists: existsSync(file) }).toEqual({ map: name, source, exists: true });
+      }
+    }
+    // What a user sees: a stack through the package, with source maps on, names a .ts file that is there.
+    const { stdout } = await run(process.execPath, ['--enable-source-maps', '-e', `
+      try { require('threadleak').threads({ pdi: 1 }); } catch (error) { console.log(error.stack); }
+    `], app);
+    const frame = /\((\/[^():]+\.ts):(\d+):\d+\)/.exec(stdout);
+    expect(frame, stdout).not.toBeNull();
+    expect(frame![1]!.startsWith(join(pkgDir, 'src'))).toBe(true);
+    // The innermost frame is where the TypeError for the unknown option is made.
+    const line = readFileSync(frame![1]!, 'utf8').split('\n')[Number(frame![2]) - 1];
+    expect(line).toMatch(/TypeError|throw|invalidOption/);
+  }, 30_000);
 
   it('installs without scripts: no build/, the declared entry points and types present', () => {
     const pkgDir = join(app, 'node_modules', 'threadleak');

@@ -1,20 +1,59 @@
-// The README's quick start must run as written: its first code block is
-// executed in a fresh process against the built package.
+// The README's examples must run as written and print what the README says
+// they print: each is executed in a fresh process against the built package,
+// and its output is checked against the README's own "prints" block or the
+// values its comments give (durations, times and paths vary by run).
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { expect, it } from 'vitest';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { describe, expect, it } from 'vitest';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
 const readme = readFileSync(`${root}README.md`, 'utf8');
 
-/** The text of the `## ` section whose heading starts with `heading`. */
-function section(heading: string): string {
-  const start = readme.indexOf(`\n## ${heading}`);
-  if (start < 0) throw new Error(`README.md has no section "## ${heading}"`);
-  const end = readme.indexOf('\n## ', start + 4);
-  return readme.slice(start, end < 0 ? undefined : end);
+/** The text from the heading line `marker` (e.g. '## Quick start') to the next heading of the same level or above. */
+function section(marker: string): string {
+  const start = readme.indexOf(`\n${marker}`);
+  if (start < 0) throw new Error(`README.md has no heading "${marker}"`);
+  const level = marker.indexOf(' ');
+  const next = new RegExp(`\n#{1,${level}} `, 'g');
+  next.lastIndex = start + marker.length + 1;
+  const end = next.exec(readme)?.index;
+  return readme.slice(start, end);
+}
+
+const jsBlocks = (text: string) => [...text.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]!);
+
+/** The plain block after "prints" in a section: what its example writes. */
+function printedBlock(text: string): string {
+  const block = /\nprints[^\n]*\n\n```\n([\s\S]*?)```/.exec(text);
+  if (!block) throw new Error(`no "prints" block in:\n${text.slice(0, 200)}`);
+  return block[1]!;
+}
+
+const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * A printed block as a pattern: durations match any duration, the README's
+ * sample paths (/home/me/…) match `file`, and a frame inside Node itself
+ * matches any frame (they differ between Node versions).
+ */
+function printedPattern(printed: string, file: string): RegExp {
+  const slots: [RegExp, string][] = [
+    [/file:\/\/\/home\/me\/[\w-]+\.mjs/g, escape(pathToFileURL(file).href)],
+    [/\/home\/me\/[\w-]+\.mjs/g, escape(file)],
+    [/\d+(\.\d+)? ms/g, '[\\d.]+ ms'],
+  ];
+  const lines = printed.trimEnd().split('\n').map((line) => {
+    if (/^\s+at .*node:internal\//.test(line)) return `${escape(line.slice(0, line.indexOf('at ')))}at .*`;
+    // Mark what varies, escape the rest, then put the patterns in.
+    let marked = line;
+    slots.forEach(([pattern], i) => (marked = marked.replace(pattern, `\0${i}\0`)));
+    return escape(marked).replace(/\0(\d)\0/g, (_, i: string) => slots[Number(i)]![1]);
+  });
+  return new RegExp(`^${lines.join('\n')}$`, 'm');
 }
 
 // Examples run as files inside the package, so that 'threadleak' resolves to
@@ -26,37 +65,94 @@ function runModule(code: string, flags: string[] = []) {
   mkdirSync(exampleDir, { recursive: true });
   const file = `${exampleDir}/example-${process.pid}-${examples++}.mjs`;
   writeFileSync(file, code);
-  return spawnSync(process.execPath, [...flags, file], {
+  const result = spawnSync(process.execPath, [...flags, file], {
     cwd: root, // 'threadleak' resolves to this package by its own name
     encoding: 'utf8',
     timeout: 30_000,
   });
+  return { ...result, file };
 }
 
-function quickStart(): string {
-  const block = /```js\n([\s\S]*?)```/.exec(section('Quick start'));
-  if (!block) throw new Error('README.md has no js block under "## Quick start"');
-  return block[1]!;
-}
-
-it('runs the README quick start as written', () => {
-  const result = runModule(quickStart());
+it('runs the README quick start as written: the threads table, then the leaked Worker', () => {
+  const [code] = jsBlocks(section('## Quick start'));
+  const result = runModule(code!);
   expect(result.stderr).toBe('');
   expect(result.status).toBe(0);
-  expect(result.stdout).toContain('ERR_THREAD_LEAK');
-  expect(result.stdout).toMatch(/1 thread leaked: .*\n.*Worker\)/);
-  expect(result.stdout).toContain('│ id'); // console.table of threads()
+  // console.table of threads(): this process's main thread is a row.
+  expect(result.stdout).toMatch(/│ \(index\) │ id +│ name +│ state +│/);
+  expect(result.stdout).toMatch(new RegExp(`│ ${result.pid} +│`));
+  // then the error's code and message, as the comments say.
+  expect(result.stdout).toMatch(/\nERR_THREAD_LEAK\n1 thread leaked: started in the scope and still alive 100 ms after it ended\n {2}- thread \d+ "[^"]*" \((running|sleeping), age [\d.]+ m?s; Worker\)\n {6}created at:\n {8}at file:\/\/.*example-[\d-]+\.mjs:9:16\n$/);
 });
 
-it('runs every LeakTracker example of the README as written', () => {
-  const blocks = [...section('LeakTracker').matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]!);
-  expect(blocks.length).toBeGreaterThanOrEqual(6);
-  for (const code of blocks) {
-    const result = runModule(code, ['--expose-gc']);
-    expect({ code: code.slice(0, 80), status: result.status, stderr: result.stderr }).toMatchObject({
-      status: 0,
-      stderr: expect.not.stringMatching(/Error|at .*node:internal/),
-    });
-    expect(result.stdout.length + result.stderr.length).toBeGreaterThan(0);
-  }
+describe('the LeakTracker examples, as written', () => {
+  const tracker = section('## LeakTracker');
+  const example = (heading: string) => {
+    const text = section(`### ${heading}`);
+    expect(tracker).toContain(text.trim());
+    const [code] = jsBlocks(text);
+    const result = runModule(code!, ['--expose-gc']);
+    expect(result.stderr).not.toMatch(/Error|at .*node:internal/);
+    expect(result.status).toBe(0);
+    return { ...result, text };
+  };
+
+  it('tracking and untracking: the live entry, true, false, 0', () => {
+    const { stdout } = example('Tracking and untracking');
+    expect(stdout).toMatch(/^\[\n {2}\{\n {4}id: 1,\n {4}name: 'resource-1',\n {4}kind: 'custom',\n {4}createdAt: \d{13},\n {4}ageMs: [\d.]+,\n {4}collected: false\n {2}\}\n\]\ntrue\nfalse\n0\n$/);
+  });
+
+  it('a file wrapper that tracks itself: 0 open, then the leaked file by name', () => {
+    const { stdout } = example('A file wrapper that tracks itself');
+    expect(stdout).toBe(`0\n[ '${`file:${join(tmpdir(), 'tracked-file-example.txt')}`}' ]\n`);
+  });
+
+  it('a connection pool: the two held connections, oldest first, as printed', () => {
+    const { stdout, text, file } = example('A connection pool that forgets to release');
+    expect(stdout).toMatch(printedPattern(printedBlock(text), file));
+    expect(stdout.trimEnd().split('\n')).toHaveLength(4);
+  });
+
+  it('reports grouped by kind: the summary line, then the report as printed', () => {
+    const { stdout, text, file } = example('Reports, grouped by kind');
+    const [first, ...rest] = stdout.trimEnd().split('\n');
+    expect(first).toMatch(/^5 \{ database_connection: 2, file_handle: 2, mutex_lock: 1 \} \d+$/);
+    expect(rest.join('\n')).toMatch(printedPattern(printedBlock(text), file));
+  });
+
+  it('the report at process exit: on stderr, naming the file left open', () => {
+    const text = section('### The report at process exit');
+    const result = runModule(jsBlocks(text)[0]!);
+    expect(result.status).toBe(0);
+    expect(result.stdout).toBe('');
+    expect(result.stderr).toMatch(printedPattern(printedBlock(text), result.file));
+    expect(result.stderr.trimEnd().split('\n')).toHaveLength(3);
+  });
+
+  it('weak references: the dropped socket is reported as collected without release', () => {
+    const { stdout, text, file } = example('Weak references: collected without release');
+    const [code] = jsBlocks(text);
+    // The comments after the last console.log are what it prints.
+    const commented = code!.slice(code!.lastIndexOf('console.log')).split('\n').slice(1)
+      .map((line) => line.replace(/^\/\/ ?/, '')).join('\n');
+    expect(stdout).toMatch(new RegExp(`^true\n${printedPattern(commented, file).source.slice(1)}`, 'm'));
+  });
+
+  it('where each resource was acquired: the first frame names the caller, the report shows where', () => {
+    const { stdout, text, file } = example('Where each resource was acquired');
+    const [first, ...rest] = stdout.trimEnd().split('\n');
+    expect(first).toBe(`    at openSession (${pathToFileURL(file).href}:6:18)`);
+    expect(rest.join('\n')).toMatch(printedPattern(printedBlock(text), file));
+  });
+
+  it('scopes: the ResourceLeakError, its leaks and message, then the released call', () => {
+    const { stdout, file } = example('Scopes: `noResourceLeaks()`');
+    expect(stdout).toMatch(printedPattern([
+      'true ERR_RESOURCE_LEAK',
+      "[ 'config-file' ]",
+      '1 resource leaked: tracked in the scope and not released when it ended',
+      '  - "config-file" (file, held 0.18 ms)',
+      '{ id: 7 }',
+    ].join('\n'), file));
+  });
 });

@@ -660,7 +660,7 @@ describe('noResourceLeaks()', () => {
     expectInvalid(() => noResourceLeaks(tracker, { action: 'cancel' as 'raise' }), /action must be one of 'warn', 'log', 'raise', got 'cancel'/);
     expectInvalid(() => noResourceLeaks(tracker, { kindFilter: 5 as unknown as string }), /kindFilter must be a string, a RegExp, a function or null, got 5/);
     expectInvalid(() => noResourceLeaks(tracker, { nameFilter: {} as unknown as string }), /nameFilter must be/);
-    expectInvalid(() => noResourceLeaks(tracker, { gracePeriodMs: -1 }), /gracePeriodMs must be a finite number >= 0/);
+    expectInvalid(() => noResourceLeaks(tracker, { gracePeriodMs: -1 }), /gracePeriodMs must be a number from 0 to 60000, got -1/);
     expectInvalid(() => noResourceLeaks(tracker, { logger: console, excludeDaemon: true } as never), /unknown option 'excludeDaemon'/);
     expectInvalid(() => noResourceLeaks(tracker, () => {}, { action: 'crash' as 'raise' }), /^noResourceLeaks\(tracker, fn, options\): action/);
   });
@@ -749,5 +749,19 @@ describe('reportAtExit() (child processes)', () => {
     expect(stdout).toContain('  by kind: lock 1, socket 1\n');
     expect(stdout).toMatch(/ {2}- "dropped" \(socket, held [\d.]+ ms; collected without release\)\n {6}tracked at:\n {8}acquire \(/);
     expect(stdout).toMatch(/ {2}- "held" \(lock, held [\d.]+ ms\)\n {6}tracked at:\n/);
+  });
+
+  it('a logger that throws neither skips the other exit listeners nor changes the exit code: the report goes to stderr', async () => {
+    const { code, stdout, stderr } = await runNode(`
+      import { LeakTracker } from 'threadleak';
+      const tracker = new LeakTracker();
+      tracker.reportAtExit({ logger: { warn() { throw new Error('logger is down'); } } });
+      process.on('exit', (exitCode) => process.stdout.write('next listener ran, exit code ' + exitCode + '\\n'));
+      globalThis.held = tracker.track({}, { name: 'held', kind: 'lock' });
+      process.exitCode = 3;
+    `);
+    expect({ code, stdout }).toEqual({ code: 3, stdout: 'next listener ran, exit code 3\n' });
+    expect(stderr).toMatch(/^threadleak: the reportAtExit logger threw \(Error: logger is down\); its report follows:\n1 resource not released at process exit; /);
+    expect(stderr).toContain('  - "held" (lock, held ');
   });
 });

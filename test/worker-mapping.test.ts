@@ -11,9 +11,10 @@ import { fixtureThreads, spawnerPath } from './helpers.js';
 
 const fixture = fixtureThreads();
 let racerName: string | undefined;
+let racersPerWorker = 1;
 const racers: number[] = [];
 diagnosticsChannel.subscribe('worker_threads', () => {
-  if (racerName !== undefined) racers.push(...fixture.start({ name: racerName }).tids);
+  if (racerName !== undefined) racers.push(...fixture.start({ name: racerName, count: racersPerWorker }).tids);
 });
 // Imported only now, so that threadleak's subscriber runs after the one above.
 const { noThreadLeaks, threads, ThreadLeakError } = await import('../src/index.js');
@@ -21,6 +22,7 @@ const { noThreadLeaks, threads, ThreadLeakError } = await import('../src/index.j
 const workers: Worker[] = [];
 afterEach(async () => {
   racerName = undefined;
+  racersPerWorker = 1;
   racers.length = 0;
   await Promise.all(workers.splice(0).map((w) => w.terminate()));
 });
@@ -74,4 +76,52 @@ it("'cancel' stops the Worker and waits for its own thread, not the native threa
   expect(messages[0]).toMatch(/^Cannot force-stop 1 leaked thread/);
   expect(messages[0]).toContain(`thread ${racers[0]} `);
   expect(performance.now() - started).toBeLessThan(1500);
+});
+
+// Each Worker tells its own OS thread id (/proc/thread-self, read inside it):
+// the truth the matching is checked against.
+const TID_WORKER = `
+  const { parentPort } = require('node:worker_threads');
+  const tid = Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop());
+  parentPort.postMessage(tid);
+  setInterval(() => {}, 1000);
+`;
+
+for (const when of ['once they are all running', 'while they are still starting'] as const) {
+  it(`matches each of a burst of Workers to its own OS thread, with a same-named native thread after each, looked at ${when}`, async () => {
+    const scope = noThreadLeaks({ action: 'raise', gracePeriodMs: 0 });
+    racerName = creatorName();
+    const burst = Array.from({ length: 8 }, (_, i) => new Worker(TID_WORKER, { eval: true, name: `burst-${i}` }));
+    racerName = undefined;
+    workers.push(...burst);
+    expect(racers).toHaveLength(burst.length);
+    const tids = burst.map((w) => new Promise<number>((resolve, reject) => {
+      w.once('message', resolve);
+      w.once('error', reject);
+      w.once('exit', (code) => reject(new Error(`a Worker exited (${code}) before it told its thread id`)));
+    }));
+    if (when === 'once they are all running') await Promise.all(tids);
+    const leaks = await leaksOf(scope);
+    const truth = await Promise.all(tids);
+    const byWorker = new Map(leaks.filter((t) => t.origin.kind === 'worker').map((t) => [(t.origin as { worker: Worker }).worker, t.id]));
+    expect(burst.map((w) => byWorker.get(w))).toEqual(truth);
+    expect(leaks.filter((t) => t.origin.kind === 'native').map((t) => t.id).sort()).toEqual([...racers].sort());
+  });
+}
+
+it('finds a Worker\'s thread behind many native threads started in the same instant', async () => {
+  const scope = noThreadLeaks({ action: 'raise', gracePeriodMs: 0 });
+  racerName = creatorName();
+  racersPerWorker = 12;
+  const worker = new Worker(TID_WORKER, { eval: true });
+  racerName = undefined;
+  workers.push(worker);
+  const tid = new Promise<number>((resolve, reject) => {
+    worker.once('message', resolve);
+    worker.once('error', reject);
+  });
+  const leaks = await leaksOf(scope);
+  const mapped = leaks.filter((t) => t.origin.kind === 'worker');
+  expect(mapped.map((t) => t.id)).toEqual([await tid]);
+  expect(leaks.filter((t) => t.origin.kind === 'native')).toHaveLength(12);
 });

@@ -82,7 +82,7 @@ it('runs the README quick start as written: the threads table, then the leaked W
   expect(result.stdout).toMatch(/│ \(index\) │ id +│ name +│ state +│/);
   expect(result.stdout).toMatch(new RegExp(`│ ${result.pid} +│`));
   // then the error's code and message, as the comments say.
-  expect(result.stdout).toMatch(/\nERR_THREAD_LEAK\n1 thread leaked: started in the scope and still alive 100 ms after it ended\n {2}- thread \d+ "[^"]*" \((running|sleeping), age [\d.]+ m?s; Worker\)\n {6}created at:\n {8}at file:\/\/.*example-[\d-]+\.mjs:9:16\n$/);
+  expect(result.stdout).toMatch(/\nERR_THREAD_LEAK\n1 thread leaked: started in the scope and still alive 100 ms after it ended\n {2}- thread \d+ "[^"]*" \((running|sleeping), age [\d.]+ m?s; Worker\)\n {6}created at:\n {8}file:\/\/.*example-[\d-]+\.mjs:9:16\n$/);
 });
 
 describe('the LeakTracker examples, as written', () => {

@@ -68,14 +68,13 @@ it("'cancel' stops the Worker and waits for its own thread, not the native threa
   workers.push(worker);
   racerName = undefined;
   const exited = new Promise((resolve) => worker.once('exit', resolve));
-  const started = performance.now();
   await scope.close();
   await exited;
-  // The native thread cannot be stopped: it alone is logged, and the wait for the Worker's thread was short.
+  // The native thread cannot be stopped: it alone is logged (had the Worker
+  // been taken for it, the Worker's own thread would be logged instead).
   expect(messages).toHaveLength(1);
   expect(messages[0]).toMatch(/^Cannot force-stop 1 leaked thread/);
   expect(messages[0]).toContain(`thread ${racers[0]} `);
-  expect(performance.now() - started).toBeLessThan(1500);
 });
 
 // Each Worker tells its own OS thread id (/proc/thread-self, read inside it):

@@ -163,7 +163,6 @@ Napi::Value CaptureStack(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("backend", Napi::String::New(env, threadleak::BackendName()));
   exports.Set("listThreads", Napi::Function::New(env, ListThreads, "listThreads"));
   exports.Set("threadKey", Napi::Function::New(env, ThreadKey, "threadKey"));
   exports.Set("currentThreadId", Napi::Function::New(env, CurrentThreadId, "currentThreadId"));

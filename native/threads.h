@@ -48,7 +48,4 @@ std::string CurrentThreadKey(uint64_t tid);
 // The OS thread id of the calling thread.
 uint64_t CurrentThreadId();
 
-// The platform this backend serves, e.g. "linux"; used in messages.
-const char* BackendName();
-
 }  // namespace threadleak

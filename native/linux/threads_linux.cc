@@ -129,8 +129,6 @@ bool ReadTaskDirectory(int dirfd, const char* path, linux_threads::SelfWalk* wal
 
 }  // namespace
 
-const char* BackendName() { return "linux"; }
-
 uint64_t CurrentThreadId() { return static_cast<uint64_t>(syscall(SYS_gettid)); }
 
 bool ListThreads(int64_t pid, std::vector<ThreadRecord>* out, OsError* error) {

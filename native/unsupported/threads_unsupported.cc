@@ -5,14 +5,17 @@
 #include "threads.h"
 
 namespace threadleak {
+namespace {
 
 #if defined(__APPLE__)
-const char* BackendName() { return "darwin"; }
+const char* PlatformName() { return "darwin"; }
 #elif defined(_WIN32)
-const char* BackendName() { return "win32"; }
+const char* PlatformName() { return "win32"; }
 #else
-const char* BackendName() { return "this platform"; }
+const char* PlatformName() { return "this platform"; }
 #endif
+
+}  // namespace
 
 uint64_t CurrentThreadId() { return 0; }
 
@@ -22,7 +25,7 @@ bool ListThreads(int64_t, std::vector<ThreadRecord>* out, OsError* error) {
   out->clear();
   error->code = "ENOTSUP";
   error->syscall = "ListThreads";
-  error->message = std::string("threadleak is not yet supported on ") + BackendName();
+  error->message = std::string("threadleak is not yet supported on ") + PlatformName();
   return false;
 }
 

@@ -1,7 +1,8 @@
 // Shared test helpers: the native spawner fixture and bounded polling.
+import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { afterEach } from 'vitest';
+import { afterEach, expect } from 'vitest';
 import { threadStack, type NativeStack } from '../src/index.js';
 
 export interface SpawnOptions {
@@ -123,3 +124,30 @@ export const PISCINA_CREATION_STACK: readonly string[] = [
   'at startPool (file:///app/pool.mjs:4:31)',
   'at file:///app/pool.mjs:6:14',
 ];
+
+/**
+ * Why `unshare -fp --mount-proc` (a private pid namespace, where writing
+ * tid - 1 to /proc/sys/kernel/ns_last_pid makes the kernel hand out tid next)
+ * cannot be used here; '' when it can. Checked by trying it: it needs
+ * CAP_SYS_ADMIN.
+ */
+export const unshareRefused = (() => {
+  const probe = spawnSync('unshare', ['-fp', '--mount-proc', 'true'], { encoding: 'utf8', timeout: 10_000 });
+  if (probe.status === 0) return '';
+  return `unshare -fp --mount-proc is not permitted here (${(probe.error?.message ?? probe.stderr).trim() || `status ${probe.status}`})`;
+})();
+
+/**
+ * Runs `script` (after CHILD_PRELUDE) in a new Node, as pid 1 of a private
+ * pid namespace; expects a clean exit and returns the JSON of its last line.
+ */
+export function runInPidNamespace<T>(script: string): T {
+  // pid 1 of a namespace ignores SIGTERM: SIGKILL on timeout.
+  const child = spawnSync('unshare', ['-fp', '--mount-proc', process.execPath, '-e', `${CHILD_PRELUDE}\n${script}`], {
+    encoding: 'utf8',
+    timeout: 90_000,
+    killSignal: 'SIGKILL',
+  });
+  expect({ stderr: child.stderr, status: child.status, signal: child.signal }).toEqual({ stderr: '', status: 0, signal: null });
+  return JSON.parse(child.stdout.trim().split('\n').pop()!) as T;
+}

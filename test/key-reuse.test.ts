@@ -3,21 +3,14 @@
 // earlier thread had, and keep it. The reuse is forced in a private pid
 // namespace, where writing tid-1 to /proc/sys/kernel/ns_last_pid makes the
 // kernel hand out tid next.
-import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { threads } from '../src/index.js';
 import { threadKey } from '../src/binding.js';
-import { CHILD_PRELUDE, fixtureThreads, waitUntil } from './helpers.js';
+import { fixtureThreads, runInPidNamespace, unshareRefused, waitUntil } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
-// Checked by trying it: `unshare -fp --mount-proc` needs CAP_SYS_ADMIN.
-const unshareRefused = (() => {
-  const probe = spawnSync('unshare', ['-fp', '--mount-proc', 'true'], { encoding: 'utf8', timeout: 10_000 });
-  if (probe.status === 0) return '';
-  return `unshare -fp --mount-proc is not permitted here (${(probe.error?.message ?? probe.stderr).trim() || `status ${probe.status}`})`;
-})();
 
 interface ReuseResult {
   tries: number;
@@ -32,7 +25,7 @@ interface ReuseResult {
  * cached descriptor can tell them apart).
  */
 function reuseInNamespace(listBetween: boolean): ReuseResult {
-  const script = `${CHILD_PRELUDE}
+  const script = `
     const fs = require('node:fs');
     const { noThreadLeaks, threads } = require(${JSON.stringify(`${ROOT}dist/index.js`)});
     const options = { action: 'raise', gracePeriodMs: 0, captureStacks: false };
@@ -76,14 +69,7 @@ function reuseInNamespace(listBetween: boolean): ReuseResult {
     }
     console.log(JSON.stringify(result));
   `;
-  // Node is pid 1 of the namespace there, which ignores SIGTERM: SIGKILL on timeout.
-  const child = spawnSync('unshare', ['-fp', '--mount-proc', process.execPath, '-e', script], {
-    encoding: 'utf8',
-    timeout: 90_000,
-    killSignal: 'SIGKILL',
-  });
-  expect({ stderr: child.stderr, status: child.status, signal: child.signal }).toEqual({ stderr: '', status: 0, signal: null });
-  return JSON.parse(child.stdout.trim().split('\n').pop()!) as ReuseResult;
+  return runInPidNamespace<ReuseResult>(script);
 }
 
 describe('a tid reused within one clock tick', () => {

@@ -2,23 +2,16 @@
 // key names, never of another thread that got its id: with a stale key the
 // answer is 'exited', with no frames, and the thread that has the id now is
 // neither read nor interrupted.
-import { spawnSync } from 'node:child_process';
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { threads, threadStack } from '../src/index.js';
 import { leakReportStack } from '../src/snapshot.js';
-import { CHILD_PRELUDE, fixtureThreads, spawnerPath } from './helpers.js';
+import { fixtureThreads, runInPidNamespace, spawnerPath, unshareRefused } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SPAWNER = realpathSync(spawnerPath);
 
-// Checked by trying it: `unshare -fp --mount-proc` needs CAP_SYS_ADMIN.
-const unshareRefused = (() => {
-  const probe = spawnSync('unshare', ['-fp', '--mount-proc', 'true'], { encoding: 'utf8', timeout: 10_000 });
-  if (probe.status === 0) return '';
-  return `unshare -fp --mount-proc is not permitted here (${(probe.error?.message ?? probe.stderr).trim() || `status ${probe.status}`})`;
-})();
 
 describe('threadStack(id, { key })', () => {
   const { start } = fixtureThreads();
@@ -57,7 +50,7 @@ describe('a thread id reused by another thread', () => {
     () => {
       // In a private pid namespace: thread a is listed, ends, and thread b is
       // made to get a's tid (ns_last_pid). a's key must not read b.
-      const script = `${CHILD_PRELUDE}
+      const script = `
         const fs = require('node:fs');
         const { threads, threadStack } = require(${JSON.stringify(`${ROOT}dist/index.js`)});
         let result = null;
@@ -83,18 +76,7 @@ describe('a thread id reused by another thread', () => {
         }
         console.log(JSON.stringify(result));
       `;
-      // Node is pid 1 of the namespace there, which ignores SIGTERM: SIGKILL on timeout.
-      const child = spawnSync('unshare', ['-fp', '--mount-proc', process.execPath, '-e', script], {
-        encoding: 'utf8',
-        timeout: 90_000,
-        killSignal: 'SIGKILL',
-      });
-      expect({ stderr: child.stderr, status: child.status, signal: child.signal }).toEqual({
-        stderr: '',
-        status: 0,
-        signal: null,
-      });
-      const result = JSON.parse(child.stdout.trim().split('\n').pop()!);
+      const result = runInPidNamespace<any>(script);
       expect(result).not.toBeNull();
       expect(result.keysDiffer).toBe(true);
       expect(result.stale.frames).toBe(0);

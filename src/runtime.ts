@@ -19,10 +19,10 @@
 //   - its thread started no later than the note (start times are exact to a
 //     clock tick, 10 ms, and rounded down), and most likely just before it:
 //     any thread started before the constructor ran is older;
-//   - its name: Node 24 and later name a Worker's thread `WorkerThread` or
-//     its `name` option (cut to 15 bytes), earlier versions leave it the
-//     creator's (Linux copies it); a thread that already has another name
-//     is not it. (Names are labels, but this one nobody else has changed.)
+//   - its name, where Node tells it (worker.threadName, 24 and later: its
+//     `name` option or `WorkerThread`, cut to 15 bytes): a thread that has
+//     neither that name nor its creator's is not it. (Names are labels, but
+//     this one nobody else has changed yet.)
 //   - what the kernel shows of it (no signal is sent): a Worker's thread runs
 //     Node's own code, a library's thread its own shared object. A thread
 //     that is running shows nothing: a match to it is kept as a guess and
@@ -53,7 +53,7 @@ export interface WorkerRecord {
   readonly seq: number;
   /** Date.now() when the constructor published it: its thread started no later. */
   readonly createdAt: number;
-  /** The name Node gives its thread, where Node names Worker threads (24 and later). */
+  /** The name Node gave its thread, where Node tells it (worker.threadName, 24 and later). */
   readonly threadName: string | undefined;
   /** The key of its OS thread, once a look has matched it (a guess until `settled`). */
   key: string | undefined;
@@ -95,8 +95,10 @@ export function workerForThread(key: string): WorkerRecord | undefined {
 
 // --------------------------------------------------------------- the notes
 
-// Node 24 and later name a Worker's thread (the name option, or this).
-const NODE_NAMES_WORKER_THREADS = Number(process.versions.node.split('.')[0]) >= 24;
+// Node 24 and later name a Worker's thread after its name option, or this,
+// and say so in worker.threadName. Node 23.11 names it too but does not say
+// which name, and earlier versions leave it the creator's: where
+// worker.threadName is missing, the name is not used to match.
 const DEFAULT_WORKER_THREAD_NAME = 'WorkerThread';
 // Linux thread names hold at most 15 bytes.
 const MAX_THREAD_NAME_BYTES = 15;
@@ -134,9 +136,7 @@ function onWorkerCreated(message: unknown): void {
     refed: true,
     seq: ++lastSeq,
     createdAt: Date.now(),
-    threadName: NODE_NAMES_WORKER_THREADS
-      ? osThreadName(typeof given === 'string' && given !== '' ? given : DEFAULT_WORKER_THREAD_NAME)
-      : undefined,
+    threadName: typeof given === 'string' ? osThreadName(given === '' ? DEFAULT_WORKER_THREAD_NAME : given) : undefined,
     key: undefined,
     settled: false,
     tries: 0,
@@ -240,8 +240,10 @@ function candidatesFor(record: WorkerRecord, list: readonly ThreadInfo[], baseli
   });
   const started = alive.filter((t) => t.startTime === undefined || t.startTime <= record.createdAt + START_TIME_SLACK_MS);
   if (started.length > 0) alive = started;
-  const named = alive.filter((t) => t.name === creatorName || t.name === record.threadName);
-  if (named.length > 0) alive = named;
+  if (record.threadName !== undefined) {
+    const named = alive.filter((t) => t.name === creatorName || t.name === record.threadName);
+    if (named.length > 0) alive = named;
+  }
   return alive.sort(newestFirst);
 }
 
@@ -266,7 +268,7 @@ export function mapWorkers(list: readonly ThreadInfo[], baseline: WorkerBaseline
   const codes = new Map<string, ReturnType<typeof codeOf>>();
   let rechecks = 0;
   const code = (record: WorkerRecord, t: ThreadInfo): ReturnType<typeof codeOf> => {
-    // Node 24+ named it as a Worker's thread, which its creator is not called.
+    // Node named it as this Worker's thread, which its creator is not called.
     if (record.threadName !== undefined && t.name === record.threadName && t.name !== creatorName) return 'node';
     let seen = codes.has(t.key) ? codes.get(t.key) : codeOf(t);
     while (seen === undefined && rechecks > 0) {

@@ -92,8 +92,12 @@ test('real', async () => { throw save(${name('real')}, await realLeakError()); }
 `;
 }
 
+// vitest 4 needs a shim to start on Node 21 (see scripts/vitest-on-node21.mjs).
+const NODE21_SHIM = process.versions.node.startsWith('21.') ? ['--import', `${root}scripts/vitest-on-node21.mjs`] : [];
+
 function run(command: string, args: string[]): string {
-  const result = spawnSync(process.execPath, [command, ...args], {
+  const shim = command.includes('vitest') ? NODE21_SHIM : [];
+  const result = spawnSync(process.execPath, [...shim, command, ...args], {
     cwd: dir,
     encoding: 'utf8',
     timeout: RUNNER_TIMEOUT_MS,

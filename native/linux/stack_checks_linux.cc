@@ -28,17 +28,17 @@
 //    a signal) it is runnable with its mask still unblocked until it runs
 //    again, and shows no system call: on a busy machine, for milliseconds. No
 //    single look tells it from a thread that runs with the signal unblocked.
-//    So a thread is probed only after a look (LookOnce) that brackets what it
-//    shows between two status reads with the signal unblocked and no context
-//    switch in between: asleep in one system call all along (not a signal
-//    wait), or running on a CPU all along (its CPU clock advanced: a thread
-//    that ran restored its mask, unless it slept again). A thread preempted
-//    more often than it can be looked at is probed once it has used kRanNs of
-//    CPU since an earlier such look without sleeping (a wait means a sleep).
-//    A thread never seen either way before the deadline is not probed. What
-//    remains: a thread preempted in the instant between unblocking its mask
-//    and sleeping in a wait, or one that blocks the signal and waits for it
-//    right after the last look; a probe it takes is noticed and ends the
+//    So a thread is probed only when a look (LookOnce) shows it asleep in
+//    one system call (not a signal wait) between two status reads with the
+//    signal unblocked and no context switch in between, or once it has used
+//    kRanNs of CPU since an earlier look without sleeping, the signal
+//    unblocked at both (a wait means a sleep). Not after one look that saw
+//    it on a CPU: a look takes microseconds, and a vCPU preempted by its host
+//    can hold a thread for longer in the instant it runs with its mask
+//    unblocked on its way into or out of a wait. A thread never seen either
+//    way before the deadline is not probed. What remains: a thread that
+//    blocks the signal and waits for it right after the last look; a probe
+//    it takes is noticed and ends the
 //    capture at once (stack_probe_linux.cc).
 //  - The handler blocks every signal while it runs, its own included; SigBlk
 //    shows that mask, so a thread that is answering another capture's probe
@@ -191,7 +191,6 @@ Seen LookOnce(pid_t tid, int sig, int64_t deadline, ThreadStatus* status, Kernel
               Anchor* anchor, StackResult* result) {
   const uint64_t bit = 1ull << (sig - 1);
   const ThreadStatus before = *status;
-  const int64_t cpu_before = ThreadCpuNs(tid);
   const KernelRegisters got = ReadKernelRegisters(tid, view);
   const bool in_syscall = got == KernelRegisters::kKnown;
   if (in_syscall && WaitsForSignals(view->syscall)) {
@@ -210,8 +209,8 @@ Seen LookOnce(pid_t tid, int sig, int64_t deadline, ThreadStatus* status, Kernel
       return Seen::kRefused;
     }
   }
-  // Read before the status: a thread that ran between the two CPU clock
-  // reads and was not switched out until the status read ran up to it.
+  // Read before the status: a thread that has not slept since this read
+  // (the status read that follows shows it) had run at least this much.
   const int64_t cpu_after = ThreadCpuNs(tid);
   if (ReadThreadStatus(tid, status) != 0) {
     result->error = "exited";
@@ -226,8 +225,12 @@ Seen LookOnce(pid_t tid, int sig, int64_t deadline, ThreadStatus* status, Kernel
                               status->involuntary_switches == before.involuntary_switches;
   const bool running = !in_syscall && before.state == 'R' && status->state == 'R';
   if (unblocked && never_switched && in_syscall) return Seen::kAsleep;
-  if (unblocked && never_switched && running && cpu_before >= 0 && cpu_after > cpu_before) return Seen::kOnCpu;
-  // The longer view, for a thread that is preempted more often than looked at.
+  // A thread seen running is probed only after it ran kRanNs of CPU without
+  // sleeping, the signal unblocked at both ends: one look, however short, can
+  // fall in the instant a thread entering or leaving a signal wait runs with
+  // its mask unblocked (seen: 1 probe in ~1,600 first captures taken so, on a
+  // busy VM whose vCPUs are preempted), but a thread that waits for signals
+  // sleeps within microseconds of running.
   if (!anchor->set || status->voluntary_switches != anchor->status.voluntary_switches || status->state != 'R' ||
       (status->blocked & bit) || cpu_after < 0) {
     *anchor = Anchor{true, *status, cpu_after};

@@ -3,6 +3,7 @@
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { unsupportedPlatformError } from './errors.js';
+import type { NativeFrame } from './types.js';
 
 /** An OS failure as the addon reports it: data, not an exception. */
 export interface NativeOsError {
@@ -25,15 +26,6 @@ export interface RawThread {
   key: string;
 }
 
-/** One native frame as the addon reports it (innermost first). */
-export interface RawStackFrame {
-  address: string;
-  symbol?: string;
-  module?: string;
-  offset?: number;
-  scanned?: boolean;
-}
-
 /**
  * A native stack as the addon reports it. `error` is a stable code (see
  * native/stack.h): 'not-found', 'exited', 'signal-blocked', 'stopped',
@@ -41,7 +33,7 @@ export interface RawStackFrame {
  * 'unsupported'; `detail` completes it; `signal` is the probe signal.
  */
 export interface RawStack {
-  frames: RawStackFrame[];
+  frames: NativeFrame[]; // innermost first, already the public shape
   error?: string;
   detail?: string;
   signal?: number;

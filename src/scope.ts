@@ -6,8 +6,6 @@ import { invalidOption } from './errors.js';
 import { formatFilterThrew } from './report.js';
 import type { LeakError } from './errors.js';
 
-export { checkOptionsObject, rejectUnknownOptions } from './options.js';
-
 export type LeakAction = 'warn' | 'log' | 'cancel' | 'raise';
 
 export interface LeakLogger {
@@ -83,10 +81,6 @@ export function resolveBoolean(where: string, option: string, value: unknown, fa
   return value;
 }
 
-/**
- * Compiles a name filter. `nameOf` picks the text that strings and RegExps
- * are matched against; a predicate receives the whole item.
- */
 const PREDICATE_EXPECTED = 'a predicate that returns a boolean, not a Promise (a filter is not awaited)';
 
 function isAsyncFunction(fn: object): boolean {
@@ -112,6 +106,10 @@ function callPredicate<T>(where: string, option: string, predicate: (item: T) =>
   return Boolean(result);
 }
 
+/**
+ * Compiles a name filter. `nameOf` picks the text that strings and RegExps
+ * are matched against; a predicate receives the whole item.
+ */
 export function resolveNameFilter<T>(
   where: string,
   value: unknown,

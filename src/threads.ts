@@ -5,10 +5,8 @@ import { formatCannotStopThreads, formatThreadLeaks } from './report.js';
 import { mapWorkers, prepareBaseline, workerForThread, type WorkerBaseline } from './runtime.js';
 import {
   checkDecoratorKind,
-  checkOptionsObject,
   isDecoratorContext,
   LeakScope,
-  rejectUnknownOptions,
   resolveAction,
   resolveBoolean,
   resolveGracePeriod,
@@ -22,6 +20,7 @@ import {
   type LeakLogger,
   type ResolvedScopeOptions,
 } from './scope.js';
+import { checkOptionsObject, rejectUnknownOptions } from './options.js';
 import { leakReportStack, threads } from './snapshot.js';
 import type { LeakedThread, ThreadInfo, ThreadOrigin } from './types.js';
 

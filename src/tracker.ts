@@ -7,9 +7,7 @@ import { writeSync } from 'node:fs';
 import { invalidOption, ResourceLeakError } from './errors.js';
 import { formatExitLoggerThrew, formatResourceLeaks, formatResourceReport } from './report.js';
 import {
-  checkOptionsObject,
   LeakScope,
-  rejectUnknownOptions,
   resolveAction,
   resolveBoolean,
   resolveGracePeriod,
@@ -20,6 +18,7 @@ import {
   type LeakLogger,
   type ResolvedScopeOptions,
 } from './scope.js';
+import { checkOptionsObject, rejectUnknownOptions } from './options.js';
 import type { LeakInfo, LeakReport } from './types.js';
 
 export type { LeakInfo, LeakReport } from './types.js';

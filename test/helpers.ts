@@ -107,6 +107,15 @@ export function fixtureThreads() {
 // this (procfs reads and symbolization on a loaded CI machine).
 export const SLACK_MS = 2000;
 
+/**
+ * What a capture came to, as a short key to count outcomes by: 'ok', or the
+ * start of its error without the thread id ('blocks the stack probe',
+ * 'was not probed', ...).
+ */
+export function stackOutcome(stack: NativeStack): string {
+  return stack.error === undefined ? 'ok' : stack.error.replace(/^thread \d+ /, '').split(/[;:(,]/)[0]!.trim();
+}
+
 /** threadStack(id, { timeoutMs }) and how long it took. */
 export function timed(id: number, timeoutMs: number): { stack: NativeStack; elapsedMs: number } {
   const t0 = performance.now();

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { threadStack } from '../src/index.js';
-import { fixtureThreads, spawner } from './helpers.js';
+import { fixtureThreads, spawner, stackOutcome } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const fixture = fixtureThreads();
@@ -68,7 +68,7 @@ describe('threads that wait for signals with sigtimedwait(), every CPU busy', ()
         groups.push(handle);
         for (const tid of tids) {
           const stack = threadStack(tid, { timeoutMs: 200 });
-          const key = stack.error === undefined ? 'ok' : stack.error.replace(/^thread \d+ /, '').split(/[;:(,]/)[0]!.trim();
+          const key = stackOutcome(stack);
           outcomes[key] = (outcomes[key] ?? 0) + 1;
         }
       }
@@ -113,7 +113,7 @@ describe('threads that wait for signals with sigtimedwait(), every CPU busy', ()
       await pause(20);
       for (const tid of [...sigwait.tids, ...spinning.tids]) {
         const stack = threadStack(tid, { timeoutMs: 1500 });
-        const key = stack.error === undefined ? 'ok' : stack.error.replace(/^thread \d+ /, '').split(/[;:(,]/)[0]!.trim();
+        const key = stackOutcome(stack);
         mine[key] = (mine[key] ?? 0) + 1;
       }
     } finally {

@@ -7,7 +7,7 @@ import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { attributeStack, isSystemRuntimeModule } from '../src/attribution.js';
 import { threadStack, type NativeStack } from '../src/index.js';
-import { fixtureThreads, SLACK_MS, spawner, spawnerPath, timed, waitUntil } from './helpers.js';
+import { fixtureThreads, SLACK_MS, spawner, spawnerPath, stackOutcome, timed, waitUntil } from './helpers.js';
 
 const SPAWNER = realpathSync(spawnerPath);
 const NODE = realpathSync(process.execPath);
@@ -270,7 +270,7 @@ describe('1000 captures of churning threads', () => {
         slowest = Math.max(slowest, elapsedMs - timeoutMs);
         expect(stack.threadId).toBe(id);
         expect(Array.isArray(stack.frames)).toBe(true);
-        let key = stack.error === undefined ? 'ok' : stack.error.replace(/^thread \d+ /, '').split(/[;:(]/)[0]!.trim();
+        let key = stackOutcome(stack);
         if (kind === 'parked' && key === 'ok' && stack.module !== SPAWNER) key = `ok, but attributed to ${stack.module}`;
         outcomes[kind][key] = (outcomes[kind][key] ?? 0) + 1;
       }

@@ -78,7 +78,13 @@ describe('threads that wait for signals with sigtimedwait(), every CPU busy', ()
     // A probe taken by a wait is counted once the thread runs again.
     await pause(50);
     const taken = groups.reduce((sum, handle) => sum + probesTaken(handle), 0);
-    expect({ taken, outcomes }).toEqual({ taken: 0, outcomes: { 'blocks the stack probe': 200 } });
+    expect(taken).toBe(0);
+    // Each capture refused the probe: seen in its wait ('blocks'), or, starved
+    // of CPU on a busy machine, never seen where a probe is safe ('was not
+    // probed'). None was probed, and all 200 were made.
+    const refusals = ['blocks the stack probe', 'was not probed'];
+    expect(Object.keys(outcomes).filter((k) => !refusals.includes(k)), JSON.stringify(outcomes)).toEqual([]);
+    expect(Object.values(outcomes).reduce((a, b) => a + b, 0)).toBe(200);
   }, 120_000);
 
   it('a probe a thread never answers holds up no other capture: a Worker’s captures of a parked thread all answer', async () => {

@@ -225,7 +225,8 @@ function assign(record: WorkerRecord, key: string | undefined, settled: boolean)
 const newestFirst = (a: ThreadInfo, b: ThreadInfo): number => (b.startTime ?? 0) - (a.startTime ?? 0) || b.id - a.id;
 
 /**
- * The threads that may be `record`'s, the likeliest (newest) first: alive,
+ * The threads that may be `record`'s, the likeliest first (the name Node gave
+ * it, then the newest): alive,
  * not matched to another Worker, not the calling thread, not in the
  * baseline of a scope opened before the Worker was made, started no later
  * than the note, and with a name its thread can have. A test that rules
@@ -244,7 +245,13 @@ function candidatesFor(record: WorkerRecord, list: readonly ThreadInfo[], baseli
     const named = alive.filter((t) => t.name === creatorName || t.name === record.threadName);
     if (named.length > 0) alive = named;
   }
-  return alive.sort(newestFirst);
+  alive.sort(newestFirst);
+  // A thread with the name Node gave this Worker comes before one with its
+  // creator's: a library's thread started just after the Worker's, and still
+  // running (the kernel shows nothing of it), is otherwise the first guess.
+  const given = record.threadName;
+  if (given === undefined || given === creatorName) return alive;
+  return [...alive.filter((t) => t.name === given), ...alive.filter((t) => t.name !== given)];
 }
 
 /**

@@ -17,7 +17,12 @@
           "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-fvisibility=hidden"],
           "ldflags": ["-Wl,-z,now"]
         }],
-        ["OS!='linux'", {
+        ["OS=='win'", {
+          "sources": ["native/win32/threads_win32.cc", "native/win32/stack_win32.cc"],
+          "defines": ["UNICODE", "_UNICODE", "_WIN32_WINNT=0x0A00", "WIN32_LEAN_AND_MEAN", "NOMINMAX"],
+          "msvs_settings": {"VCCLCompilerTool": {"AdditionalOptions": ["/std:c++17", "/W3"]}}
+        }],
+        ["OS!='linux' and OS!='win'", {
           "sources": ["native/unsupported/threads_unsupported.cc", "native/unsupported/stack_unsupported.cc"]
         }],
         ["OS=='mac'", {
@@ -25,9 +30,6 @@
             "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
             "MACOSX_DEPLOYMENT_TARGET": "10.15"
           }
-        }],
-        ["OS=='win'", {
-          "msvs_settings": {"VCCLCompilerTool": {"AdditionalOptions": ["/std:c++17"]}}
         }]
       ]
     }

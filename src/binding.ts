@@ -47,7 +47,7 @@ interface Addon {
   captureStack(tid: number, timeoutMs: number, key?: string): RawStack;
 }
 
-const SUPPORTED_PLATFORMS: ReadonlySet<string> = new Set(['linux']);
+const SUPPORTED_PLATFORMS: ReadonlySet<string> = new Set(['linux', 'win32']);
 const NUMBERS_PER_THREAD = 4;
 const STRINGS_PER_THREAD = 3; // name, rawState, key
 

@@ -29,7 +29,7 @@ export function formatOsError(
 }
 
 export function formatUnsupportedPlatform(platform: string): string {
-  return `threadleak is not yet supported on ${platform}: its native thread backend exists for linux only`;
+  return `threadleak is not yet supported on ${platform}: its native thread backends exist for linux and win32 only`;
 }
 
 // ---------------------------------------------------------------- thread leaks

@@ -97,7 +97,7 @@ describe('an unsupported platform', () => {
     expect(live).toBe(1);
     expect(errors).toEqual(Array(3).fill({
       code: 'ERR_THREADLEAK_UNSUPPORTED_PLATFORM',
-      message: 'threadleak is not yet supported on darwin: its native thread backend exists for linux only',
+      message: 'threadleak is not yet supported on darwin: its native thread backends exist for linux and win32 only',
     }));
   });
 });

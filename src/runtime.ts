@@ -100,10 +100,12 @@ export function workerForThread(key: string): WorkerRecord | undefined {
 // which name, and earlier versions leave it the creator's: where
 // worker.threadName is missing, the name is not used to match.
 const DEFAULT_WORKER_THREAD_NAME = 'WorkerThread';
-// Linux thread names hold at most 15 bytes.
+// Linux thread names hold at most 15 bytes; Windows thread descriptions are
+// UTF-16 strings of any length (libuv sets them whole).
 const MAX_THREAD_NAME_BYTES = 15;
 
 function osThreadName(name: string): string {
+  if (process.platform !== 'linux') return name;
   const bytes = Buffer.from(name, 'utf8');
   if (bytes.length <= MAX_THREAD_NAME_BYTES) return name;
   // Cut on a character boundary, as Node does: drop a partial UTF-8 sequence.
@@ -209,8 +211,10 @@ function codeOf(thread: ThreadInfo): 'node' | 'other' | undefined {
     return undefined;
   }
   if (module === undefined) return undefined;
-  // A distribution's Node may run from a shared libnode.so.
-  const own = module === nodeExecutable() || module === process.execPath || /^libnode\.so(\.|$)/.test(basename(module));
+  // A distribution's Node may run from a shared libnode.so (libnode.dll).
+  // Windows paths compare case-insensitively.
+  const same = process.platform === 'win32' ? (a: string, b: string) => a.toLowerCase() === b.toLowerCase() : (a: string, b: string) => a === b;
+  const own = same(module, nodeExecutable()) || same(module, process.execPath) || /^libnode\.(so(\.|$)|dll$)/i.test(basename(module));
   return own ? 'node' : 'other';
 }
 

@@ -1,0 +1,51 @@
+// Real native packages that nobody here wrote, on every platform with a backend: their
+// threads are reported with the module that created them, and nothing is left once the
+// package is shut down properly. (On Windows the binary is the package's own win32 build,
+// installed by the wine harness with `npm install --os=win32 --cpu=x64`.)
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import watcher from '@parcel/watcher';
+import { afterAll, describe, expect, it } from 'vitest';
+import { noThreadLeaks, ThreadLeakError, type LeakedThread } from '../src/index.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'threadleak-watcher-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+// The platform package @parcel/watcher loads its binary from (watcher-linux-x64-glibc, watcher-win32-x64, ...).
+const WATCHER_BINARY = /[\\/]@parcel[\\/]watcher-[^\\/]+[\\/]watcher\.node$/;
+
+async function leaksOf(close: Promise<void>): Promise<LeakedThread[]> {
+  try {
+    await close;
+  } catch (error) {
+    expect(error).toBeInstanceOf(ThreadLeakError);
+    return (error as ThreadLeakError).leaks;
+  }
+  return [];
+}
+
+describe('@parcel/watcher', () => {
+  it('a subscription left open is reported, created by the watcher.node binary', async () => {
+    const scope = noThreadLeaks({ action: 'raise' });
+    const subscription = await watcher.subscribe(dir, () => {});
+    try {
+      const leaks = await leaksOf(scope.close());
+      expect(leaks.length).toBeGreaterThan(0);
+      const modules = leaks.map((leak) => (leak.origin.kind === 'native' ? leak.origin.module : undefined));
+      // At least one of its threads is told by its creator, and none is blamed on anything else
+      // that is not a system runtime (those leave the module unknown).
+      expect(modules.some((module) => module !== undefined && WATCHER_BINARY.test(module)), JSON.stringify(modules)).toBe(true);
+      for (const module of modules) if (module !== undefined) expect(module).toMatch(WATCHER_BINARY);
+    } finally {
+      await subscription.unsubscribe();
+    }
+  });
+
+  it('subscribe then unsubscribe inside a scope is clean', async () => {
+    const scope = noThreadLeaks({ action: 'raise', gracePeriodMs: 2000 });
+    const subscription = await watcher.subscribe(dir, () => {});
+    await subscription.unsubscribe();
+    expect(await leaksOf(scope.close())).toEqual([]);
+  });
+});

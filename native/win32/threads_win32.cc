@@ -27,8 +27,8 @@
 
 #include <atomic>
 #include <cstddef>
-#include <cstdlib>
 #include <memory>
+#include <new>
 
 namespace threadleak {
 namespace {
@@ -109,10 +109,11 @@ NtQuerySystemInformationFn NtQuerySystemInformationFunction() {
 
 bool ToolhelpForced() {
   static const bool forced = [] {
-    // getenv: the CRT copy of the environment, read once (the first call runs
-    // before anything here could race on it).
-    const char* value = getenv("THREADLEAK_WIN32_TOOLHELP");
-    return value != nullptr && value[0] == '1' && value[1] == '\0';
+    // The process environment, which process.env assignments also change
+    // (the CRT's getenv copy would not see them). Read once, on first use.
+    char value[4];
+    const DWORD length = GetEnvironmentVariableA("THREADLEAK_WIN32_TOOLHELP", value, sizeof value);
+    return length == 1 && value[0] == '1';
   }();
   return forced;
 }

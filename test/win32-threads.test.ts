@@ -211,7 +211,15 @@ describe.runIf(process.platform === 'win32')('Windows thread backend', () => {
       let list: ThreadInfo[] = [];
       // Node 20 names no thread on Windows.
       const named = () => NODE_MAJOR < 22 || list.some((t) => t.name === 'DelayedTaskSchedulerWorker');
-      expect(await waitUntil(() => (list = threads({ pid })).length > 1 && named())).toBe(true);
+      const listed = () => {
+        try {
+          list = threads({ pid });
+        } catch {
+          return false; // not yet started (wine registers a new process a little later)
+        }
+        return list.length > 1 && named();
+      };
+      expect(await waitUntil(listed)).toBe(true);
       for (const t of list) expect(t.key).toMatch(/^\d+@\d+$/);
       const exited = new Promise((resolve) => child.once('exit', resolve));
       child.kill();
@@ -243,6 +251,10 @@ describe.runIf(process.platform === 'win32')('Windows thread backend', () => {
     expect((caught as Error).message).toContain('no such process');
   });
 
+  it('throws ESRCH for a thread id: threads and processes share the id space', () => {
+    expect(() => threads({ pid: addon().currentThreadId() })).toThrow(expect.objectContaining({ code: 'ESRCH' }));
+  });
+
   it('rejects pids that are not positive safe integers', () => {
     for (const pid of ['1', -1, 0, 1.5, 2 ** 53, Number.NaN]) {
       expect(() => threads({ pid: pid as number })).toThrow(TypeError);
@@ -270,6 +282,7 @@ describe.runIf(process.platform === 'win32')('Windows thread backend', () => {
           parent: decode(addon.listThreads(${process.pid})),
           selfStates: self.map((t) => t.rawState),
           mainKeyMatches: main !== undefined && addon.threadKey(main.id) === main.key,
+          unknown: addon.listThreads(0x7ffffff0).error,
         }));
       `;
       const before = threads();
@@ -285,7 +298,9 @@ describe.runIf(process.platform === 'win32')('Windows thread backend', () => {
         parent: ThreadInfo[];
         selfStates: string[];
         mainKeyMatches: boolean;
+        unknown: { code: string; errno: number; syscall: string };
       };
+      expect(got.unknown).toMatchObject({ code: 'ESRCH', errno: 87, syscall: 'OpenProcess' }); // ERROR_INVALID_PARAMETER
       // The Toolhelp32 reader ran: it tells no state.
       expect(new Set(got.selfStates)).toEqual(new Set(['']));
       expect(got.mainKeyMatches).toBe(true);

@@ -14,7 +14,7 @@ namespace threadleak {
 struct ThreadRecord {
   uint64_t id = 0;            // Linux tid, macOS thread_id, Windows thread id
   std::string name;           // '' when the thread has none
-  std::string raw_state;      // the OS's own word for the state ('S', 'TH_STATE_WAITING', ...)
+  std::string raw_state;      // the OS's own word for the state ('S', 'TH_STATE_WAITING', 'Waiting/WrQueue', ...)
   double user_cpu_ms = 0;
   double system_cpu_ms = 0;
   bool has_start_time = false;
@@ -22,8 +22,10 @@ struct ThreadRecord {
   // Names one thread for its whole life, even when the OS later hands the
   // same id to another thread, and no other thread of the process before or
   // after (Linux: "<tid>@<start ticks>", "#<n>" appended for a tid reused
-  // within one tick; Windows: "<id>@<creation time>"; macOS: "<thread_id>",
-  // never reused).
+  // within one tick; Windows: "<id>@<creation time>", the creation time as
+  // the exact decimal count of 100 ns intervals since 1601-01-01 UTC (the
+  // FILETIME value, no floating point), or "<id>" alone for a thread of
+  // another process that cannot be opened; macOS: "<thread_id>", never reused).
   std::string key;
 };
 

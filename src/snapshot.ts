@@ -5,30 +5,14 @@ import { demangleFrames } from './demangle.js';
 import { invalidOption, systemError } from './errors.js';
 import { checkOptionsObject, rejectUnknownOptions } from './options.js';
 import { formatStackError, formatUninterruptedStack } from './report.js';
-import type { NativeStack, ThreadInfo, ThreadState } from './types.js';
+import { portableState } from './states.js';
+import type { NativeStack, ThreadInfo } from './types.js';
 
 export type { NativeFrame, NativeStack, ThreadInfo, ThreadState } from './types.js';
 
 export interface ThreadsOptions {
   /** Another process to list; default: this process. */
   pid?: number;
-}
-
-// man 5 proc, /proc/pid/stat field 3.
-const LINUX_STATES: Readonly<Record<string, ThreadState>> = {
-  R: 'running',
-  S: 'sleeping',
-  I: 'sleeping',
-  P: 'sleeping',
-  D: 'blocked',
-  T: 'stopped',
-  t: 'stopped',
-  Z: 'zombie',
-  X: 'zombie',
-};
-
-function portableState(rawState: string): ThreadState {
-  return LINUX_STATES[rawState] ?? 'unknown';
 }
 
 const THREADS_OPTION_NAMES = ['pid'] as const;

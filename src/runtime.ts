@@ -204,14 +204,20 @@ function nodeExecutable(): string {
 function codeOf(thread: ThreadInfo): 'node' | 'other' | undefined {
   let module: string | undefined;
   try {
-    module = attributeStack(captureStack(thread.id, 0, thread.key).frames).module;
+    const raw = captureStack(thread.id, 0, thread.key);
+    module = attributeStack(raw.frames, raw.start).module;
   } catch {
     return undefined;
   }
   if (module === undefined) return undefined;
   // A distribution's Node may run from a shared libnode.so.
-  const own = module === nodeExecutable() || module === process.execPath || /^libnode\.so(\.|$)/.test(basename(module));
+  const own = sameFile(module, nodeExecutable()) || sameFile(module, process.execPath) || /^libnode\.so(\.|$)/.test(basename(module));
   return own ? 'node' : 'other';
+}
+
+/** Paths of one file: equal, or equal but for case on Windows (its file names are case-insensitive). */
+function sameFile(a: string, b: string): boolean {
+  return a === b || (process.platform === 'win32' && a.toLowerCase() === b.toLowerCase());
 }
 
 function assign(record: WorkerRecord, key: string | undefined, settled: boolean): void {

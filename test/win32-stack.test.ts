@@ -9,8 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { attributeStack } from '../src/attribution.js';
-import { captureStack, currentThreadId } from '../src/binding.js';
-import { threadStack, type NativeStack } from '../src/index.js';
+import { captureStack, currentThreadId, prewarmThreadpool } from '../src/binding.js';
+import { threads, threadStack, type NativeStack } from '../src/index.js';
 import { formatStackError } from '../src/report.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -152,6 +152,29 @@ describe.runIf(process.platform === 'win32')('threadStack() on Windows', () => {
       }
     });
   }
+
+  it('reads every thread of the process, the libuv threadpool included, attributed to node.exe', () => {
+    prewarmThreadpool();
+    const all = threads();
+    expect(all.length).toBeGreaterThan(4);
+    let read = 0;
+    for (const thread of all) {
+      const stack = threadStack(thread.id, { timeoutMs: 0, key: thread.key });
+      // A thread may exit between the list and the capture.
+      if (stack.error !== undefined) {
+        expect(stack.error).toMatch(/exited/);
+        continue;
+      }
+      read++;
+      expect(stack.frames.length).toBeGreaterThan(0);
+      // libuv names its pool threads from Node 22 (libuv 1.50) on.
+      if (thread.name === 'libuv-worker') {
+        expect(stack.frames[stack.frames.length - 1]!.symbol).toBe('RtlUserThreadStart');
+        expect(sameFile(stack.module, NODE)).toBe(true);
+      }
+    }
+    expect(read).toBeGreaterThan(4);
+  });
 
   it("answers 'exited' for a stale key and reads nothing", async () => {
     const { worker, id } = await startWorker('idle');

@@ -18,7 +18,9 @@
           "ldflags": ["-Wl,-z,now"]
         }],
         ["OS=='win'", {
-          "sources": ["native/win32/threads_win32.cc", "native/win32/threads_toolhelp_win32.cc", "native/win32/stack_win32.cc"],
+          "sources": ["native/win32/threads_win32.cc", "native/win32/threads_toolhelp_win32.cc",
+                      "native/win32/stack_win32.cc", "native/win32/stack_unwind_win32.cc",
+                      "native/win32/stack_symbols_win32.cc"],
           "defines": ["UNICODE", "_UNICODE", "_WIN32_WINNT=0x0A00", "WIN32_LEAN_AND_MEAN", "NOMINMAX"],
           "msvs_settings": {"VCCLCompilerTool": {"AdditionalOptions": ["/std:c++17", "/W3"]}}
         }],

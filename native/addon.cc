@@ -123,8 +123,22 @@ Napi::Value PrewarmThreadpool(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+Napi::Object FrameValue(Napi::Env env, const threadleak::StackFrame& f) {
+  Napi::Object frame = Napi::Object::New(env);
+  char hex[2 + 16 + 1];
+  snprintf(hex, sizeof hex, "0x%llx", static_cast<unsigned long long>(f.address));
+  frame.Set("address", hex);
+  if (!f.symbol.empty()) frame.Set("symbol", f.symbol);
+  if (!f.module.empty()) frame.Set("module", f.module);
+  if (f.has_offset) frame.Set("offset", static_cast<double>(f.offset));
+  if (f.scanned) frame.Set("scanned", true);
+  return frame;
+}
+
 // captureStack(tid: number, timeoutMs: number, key?: string) ->
-//   { frames: { address, symbol?, module?, offset?, scanned? }[], error?, detail?, signal? }
+//   { frames: { address, symbol?, module?, offset?, scanned? }[], error?, detail?, signal?,
+//     start?: { address, symbol?, module?, offset? } }
+// start: the thread's start address where the OS tells it (Windows).
 // Frames are innermost first; error is a stable code that src/ turns into text.
 Napi::Value CaptureStack(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -142,20 +156,12 @@ Napi::Value CaptureStack(const Napi::CallbackInfo& info) {
     stack.error = "not-found";
   }
   Napi::Array frames = Napi::Array::New(env, stack.frames.size());
-  char hex[2 + 16 + 1];
   for (size_t i = 0; i < stack.frames.size(); i++) {
-    const threadleak::StackFrame& f = stack.frames[i];
-    Napi::Object frame = Napi::Object::New(env);
-    snprintf(hex, sizeof hex, "0x%llx", static_cast<unsigned long long>(f.address));
-    frame.Set("address", hex);
-    if (!f.symbol.empty()) frame.Set("symbol", f.symbol);
-    if (!f.module.empty()) frame.Set("module", f.module);
-    if (f.has_offset) frame.Set("offset", static_cast<double>(f.offset));
-    if (f.scanned) frame.Set("scanned", true);
-    frames.Set(static_cast<uint32_t>(i), frame);
+    frames.Set(static_cast<uint32_t>(i), FrameValue(env, stack.frames[i]));
   }
   Napi::Object result = Napi::Object::New(env);
   result.Set("frames", frames);
+  if (stack.start.address != 0) result.Set("start", FrameValue(env, stack.start));
   if (!stack.error.empty()) result.Set("error", stack.error);
   if (!stack.detail.empty()) result.Set("detail", stack.detail);
   if (stack.signal != 0) result.Set("signal", stack.signal);

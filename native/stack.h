@@ -41,13 +41,19 @@ struct StackResult {
   //                      was busy for the whole timeout
   //   "no-signal"        no probe signal: none free, disabled, or taken over
   //   "not-probed"       timeout 0: only what the kernel shows was read
-  //   "os-error"         a system call failed; see detail
+  //   "os-error"         a system call failed; see detail (Windows: OpenThread,
+//                      SuspendThread, GetThreadContext, ReadProcessMemory)
   //   "unsupported"      no backend for this OS or CPU
   // With an error, `frames` holds what is still known: the PC and SP the
   // kernel reports and a scan of the stack (scanned frames).
   std::string error;
   std::string detail;  // one human-readable sentence fragment, may be ''
   int signal = 0;      // the probe signal, 0 when none
+  // The thread's start address, named like a frame (Windows: the address
+  // given to CreateThread, or the C runtime's thread entry); address 0 when
+  // unknown, and always on Linux. Lets attribution name the creator when the
+  // frames stop short of the thread's entry.
+  StackFrame start;
 };
 
 // Captures the native stack of thread `tid` of the calling process, waiting at

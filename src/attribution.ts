@@ -34,6 +34,14 @@
 // with (the Linux probe scans on from there, which usually reaches the entry,
 // but a scan can fall short too). The module is still given: it is the code
 // the thread was seen in.
+//
+// Windows frames end at ntdll!RtlUserThreadStart (ntdll.dll is a runtime
+// module, so a stack that reaches it reaches the entry) and the OS also tells
+// each thread's start address. When the frames stop short of the entry (a
+// stack deeper than the copy, code without unwind tables), or name no creator,
+// that start address is used instead, unless it lies in a runtime too (the C
+// runtime's thread entry behind _beginthreadex and std::thread): the function
+// given to CreateThread is the start routine by definition.
 
 /** The fields of a frame that attribution reads. */
 export interface AttributableFrame {
@@ -119,12 +127,18 @@ function isRuntimeCode(symbol: string | undefined): boolean {
 /**
  * The creator of a thread from its frames (innermost first, as NativeStack
  * holds them): the module and start routine of the first frame, from the
- * outermost inwards, outside the system C/C++ runtimes. No start routine when
- * the frames stop short of the thread's entry.
+ * outermost inwards, outside the system C/C++ runtimes. When the frames stop
+ * short of the thread's entry: the thread's `start` address where the OS
+ * tells it and it lies outside the runtimes, else no start routine.
  */
-export function attributeStack(frames: readonly AttributableFrame[]): Attribution {
+export function attributeStack(frames: readonly AttributableFrame[], start?: AttributableFrame): Attribution {
   const attribution = creatorFrame(frames);
-  if (attribution.startRoutine !== undefined && !reachesEntry(frames)) delete attribution.startRoutine;
+  const complete = reachesEntry(frames);
+  if (complete && attribution.module !== undefined) return attribution;
+  // The frames stop short of the entry, or every one is runtime code: the
+  // start address, where the OS told it, names the creator.
+  if (start?.module !== undefined && !isSystemRuntimeModule(start.module)) return describe(start);
+  if (attribution.startRoutine !== undefined && !complete) delete attribution.startRoutine;
   return attribution;
 }
 

@@ -37,6 +37,11 @@ export interface RawStack {
   error?: string;
   detail?: string;
   signal?: number;
+  /**
+   * The thread's start address, named like a frame, where the OS tells it
+   * (Windows: ThreadQuerySetWin32StartAddress); absent on Linux.
+   */
+  start?: NativeFrame;
 }
 
 interface Addon {

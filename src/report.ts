@@ -222,6 +222,7 @@ const RECOVERED_FRAMES = '; frames recovered from what the kernel shows: its PC 
 
 /** The `error` of a NativeStack: why its frames are missing or partial, and what was still recovered. */
 export function formatStackError(threadId: number, data: StackErrorData): string {
+  if (data.platform === 'win32') return formatWindowsStackError(threadId, data);
   const { code, detail, signal, timeoutMs } = data;
   const probe = signal ? `the stack probe (signal ${signal})` : 'the stack probe';
   let text: string;
@@ -276,6 +277,38 @@ export function formatStackError(threadId: number, data: StackErrorData): string
   if (detail && !detailUsed) text += `: ${detail}`;
   if (code === 'not-found' || code === 'exited' || code === 'unsupported') return text;
   return data.recoveredFrames > 0 ? `${text}${RECOVERED_FRAMES}` : `${text}; no frames recovered: the kernel shows no stack pointer while a thread runs`;
+}
+
+// Windows reads a stack by suspending the thread (native/win32/stack_win32.cc):
+// no signal, no kernel view, no scan. The codes it gives: not-found, exited,
+// busy, os-error, unsupported; with an error, the frames are at most the PC.
+function formatWindowsStackError(threadId: number, data: StackErrorData): string {
+  const { code, detail } = data;
+  let text: string;
+  let detailUsed = false;
+  switch (code) {
+    case 'not-found':
+      text = `thread ${threadId} is not a thread of this process`;
+      break;
+    case 'exited':
+      text = `thread ${threadId} exited before its stack could be read`;
+      break;
+    case 'busy':
+      text = `another stack capture kept a thread of this process suspended for the whole ${Math.max(data.timeoutMs, 100)} ms`;
+      break;
+    case 'os-error':
+      text = `reading the stack of thread ${threadId} failed: ${detail ?? 'unknown error'}`;
+      detailUsed = true;
+      break;
+    case 'unsupported':
+      text = 'native stacks are not yet supported on win32';
+      break;
+    default:
+      text = `the stack of thread ${threadId} could not be captured (${code})`;
+  }
+  if (detail && !detailUsed) text += `: ${detail}`;
+  if (code === 'not-found' || code === 'exited' || code === 'unsupported') return text;
+  return data.recoveredFrames > 0 ? `${text}; only its program counter was recovered` : `${text}; no frames recovered`;
 }
 
 /** The `error` of a leak report's stack read without interrupting the thread. */

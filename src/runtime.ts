@@ -206,16 +206,20 @@ function nodeExecutable(): string {
 function codeOf(thread: ThreadInfo): 'node' | 'other' | undefined {
   let module: string | undefined;
   try {
-    module = attributeStack(captureStack(thread.id, 0, thread.key).frames).module;
+    const raw = captureStack(thread.id, 0, thread.key);
+    module = attributeStack(raw.frames, raw.start).module;
   } catch {
     return undefined;
   }
   if (module === undefined) return undefined;
   // A distribution's Node may run from a shared libnode.so (libnode.dll).
-  // Windows paths compare case-insensitively.
-  const same = process.platform === 'win32' ? (a: string, b: string) => a.toLowerCase() === b.toLowerCase() : (a: string, b: string) => a === b;
-  const own = same(module, nodeExecutable()) || same(module, process.execPath) || /^libnode\.(so(\.|$)|dll$)/i.test(basename(module));
+  const own = sameFile(module, nodeExecutable()) || sameFile(module, process.execPath) || /^libnode\.(so(\.|$)|dll$)/i.test(basename(module));
   return own ? 'node' : 'other';
+}
+
+/** Paths of one file: equal, or equal but for case on Windows (its file names are case-insensitive). */
+function sameFile(a: string, b: string): boolean {
+  return a === b || (process.platform === 'win32' && a.toLowerCase() === b.toLowerCase());
 }
 
 function assign(record: WorkerRecord, key: string | undefined, settled: boolean): void {

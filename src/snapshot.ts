@@ -55,7 +55,9 @@ export interface ThreadStackOptions {
   /**
    * How long to wait for the thread to answer the probe, in ms (default 100,
    * at most 10000). 0 does not interrupt the thread: only what the kernel
-   * shows (its PC and a scan of its stack) is read.
+   * shows (its PC and a scan of its stack) is read. Windows suspends the
+   * thread for a moment instead, which interrupts no system call: every
+   * timeout, 0 included, reads the whole stack.
    */
   timeoutMs?: number;
   /**
@@ -88,7 +90,8 @@ function validateStackOptions(options: unknown): { timeoutMs: number; key?: stri
  * with the module and function that started the thread. Never throws for a
  * thread that cannot be read: `error` says why and `frames` holds what is
  * still known. Linux: the thread is interrupted by a real-time signal, so a
- * blocking call in it may return EINTR.
+ * blocking call in it may return EINTR. Windows: the thread is suspended while
+ * its registers and stack are copied, then resumed; its calls do not fail.
  */
 export function threadStack(id: number, options?: ThreadStackOptions): NativeStack {
   if (typeof id !== 'number' || !Number.isSafeInteger(id) || id <= 0) {
@@ -107,7 +110,8 @@ function stackOf(
 ): { stack: NativeStack; code: string | undefined } {
   const raw = captureStack(id, timeoutMs, key);
   const stack: NativeStack = { threadId: id, frames: demangleFrames(raw.frames) };
-  const { module, startRoutine } = attributeStack(stack.frames);
+  const start = raw.start === undefined ? undefined : demangleFrames([raw.start])[0];
+  const { module, startRoutine } = attributeStack(stack.frames, start);
   if (startRoutine !== undefined) stack.startRoutine = startRoutine;
   if (module !== undefined) stack.module = module;
   if (forLeakReport && raw.error === 'not-probed' && raw.frames.length > 0) {
@@ -132,6 +136,8 @@ function stackOf(
  * thread is not blocked in a system call, so no call of it can fail with
  * EINTR. Some libraries treat an interrupted poll() as fatal (@parcel/watcher
  * does); a leak report must never change what the leaked thread does.
+ * Windows has no such risk: timeout 0 already reads the whole stack (the
+ * thread is suspended for a moment, which no system call notices).
  */
 export function leakReportStack(id: number, timeoutMs: number, key: string): NativeStack {
   // The kernel shows nothing while the thread is on a CPU: a thread that only

@@ -10,6 +10,10 @@ const start = fixture.start;
 const byId = (list: ThreadInfo[]) => new Map(list.map((t) => [t.id, t]));
 const STATES = ['running', 'sleeping', 'blocked', 'stopped', 'zombie', 'unknown'];
 const linux = process.platform === 'linux';
+// A Node with one Worker has at least this many threads: the main thread, V8's
+// platform workers, the Worker's, and (Linux) the signal watchdog / (Windows)
+// fewer helpers: 7 under wine with Node 22.
+const CHILD_MIN_THREADS = linux ? 8 : 7;
 
 describe('threads()', () => {
   it('lists the main thread (id == process.pid on Linux) and, on Linux, the same ids as /proc/self/task', () => {
@@ -36,8 +40,8 @@ describe('threads()', () => {
       expect(t.key).toMatch(/^\d+@\d+$/);
       expect(typeof t.name).toBe('string');
       expect(STATES).toContain(t.state);
-      // Linux: the letter of /proc/<pid>/task/<tid>/stat; Windows: 'State/WaitReason'.
-      expect(t.rawState).toMatch(linux ? /^[A-Za-z]$/ : /^\w+\/\w+$/);
+      // Linux: the letter of /proc/<pid>/task/<tid>/stat; Windows: the State, with '/WaitReason' when Waiting.
+      expect(t.rawState).toMatch(linux ? /^[A-Za-z]$/ : /^[A-Za-z]+(\/\w+)?$/);
       expect(t.userCpuMs).toBeGreaterThanOrEqual(0);
       expect(t.systemCpuMs).toBeGreaterThanOrEqual(0);
       // btime has whole-second precision: allow a second of slack each way.
@@ -120,14 +124,14 @@ describe('threads()', () => {
       await new Promise((resolve) => child.once('spawn', resolve));
       let list: ThreadInfo[] = [];
       // Wait until the child has started its Worker.
-      await waitUntil(() => (list = threads({ pid: child.pid! })).length >= 8, 5000);
+      await waitUntil(() => (list = threads({ pid: child.pid! })).length >= CHILD_MIN_THREADS, 5000);
       // Linux: the main thread's id is the pid, and /proc lists the same threads.
       if (linux) {
         const fromProc = readdirSync(`/proc/${child.pid}/task`).map(Number);
         expect(list.map((t) => t.id)).toContain(child.pid);
         for (const t of list) expect(fromProc).toContain(t.id);
       }
-      expect(list.length).toBeGreaterThanOrEqual(8);
+      expect(list.length).toBeGreaterThanOrEqual(CHILD_MIN_THREADS);
       expect(new Set(list.map((t) => t.key)).size).toBe(list.length);
       // The pid of this very process is the same as no pid.
       expect(threads({ pid: process.pid }).map((t) => t.id)).toContain(mainThreadId());
@@ -208,6 +212,7 @@ describe('threads()', () => {
   });
 
   it('never throws and never yields a duplicate key while threads churn', () => {
+    const mainId = mainThreadId();
     spawner.churnStart(8);
     try {
       let snapshots = 0;
@@ -216,10 +221,11 @@ describe('threads()', () => {
         const list = threads();
         const keys = new Set(list.map((t) => t.key));
         expect(keys.size).toBe(list.length);
-        expect(list.some((t) => t.id === process.pid)).toBe(true);
+        expect(list.some((t) => t.id === mainId)).toBe(true);
         snapshots++;
       }
-      expect(snapshots).toBeGreaterThan(500);
+      // Under wine a snapshot goes through the wineserver: 34 in 3 s were measured there.
+      expect(snapshots).toBeGreaterThan(isWine ? 20 : 500);
     } finally {
       const created = spawner.churnStop();
       expect(created).toBeGreaterThan(100);

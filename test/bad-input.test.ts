@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { LeakTracker, noResourceLeaks, noThreadLeaks, threads, threadStack } from '../src/index.js';
-import { fixtureThreads } from './helpers.js';
+import { fixtureThreads, mainThreadId } from './helpers.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const fixture = fixtureThreads();
@@ -24,7 +24,7 @@ describe('threads() and threadStack() options', () => {
   });
 
   it("threadStack() knows the key option: a string, else a TypeError", () => {
-    const self = threads().find((t) => t.id === process.pid)!;
+    const self = threads().find((t) => t.id === mainThreadId())!;
     expect(threadStack(self.id, { key: self.key, timeoutMs: 0 }).threadId).toBe(self.id);
     expect(() => threadStack(self.id, { key: 42 } as never)).toThrow(invalid(/options\.key must be a string.*got 42/));
   });

@@ -15,7 +15,8 @@ const mountRefused = (() => {
   return `unshare -m with a tmpfs mount is not permitted here (${(probe.error?.message ?? probe.stderr).trim() || `status ${probe.status}`})`;
 })();
 
-describe('an errno outside the usual ones', () => {
+// A mount namespace over /proc: Linux's.
+describe.runIf(process.platform === 'linux')('an errno outside the usual ones', () => {
   it.skipIf(mountRefused !== '')(
     `keeps its real name as the error's code (ENOTDIR, not EIO)${mountRefused ? ` (skipped: ${mountRefused})` : ''}`,
     () => {

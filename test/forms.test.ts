@@ -79,11 +79,13 @@ function runFresh(body: string, env: Record<string, string> = {}, type: 'commonj
       : '';
   const script = `${prelude}
     const { noThreadLeaks } = require(${JSON.stringify(`${root}dist/index.js`)});
-    const before = require('node:fs').readdirSync('/proc/self/task').length;
+    // How many threads there were, for the failure message only (Linux: /proc; elsewhere not counted).
+    const taskCount = () => process.platform === 'linux' ? require('node:fs').readdirSync('/proc/self/task').length : null;
+    const before = taskCount();
     (async () => {
       const scope = noThreadLeaks({ action: 'raise', gracePeriodMs: 0 });
       ${body};
-      const inside = require('node:fs').readdirSync('/proc/self/task').length;
+      const inside = taskCount();
       await scope.close();
       console.log(JSON.stringify({ clean: true, before, inside }));
     })().catch((error) => {

@@ -3,34 +3,43 @@ import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { afterEach, expect } from 'vitest';
+import { currentThreadId } from '../src/binding.js';
 import { threadStack, type NativeStack } from '../src/index.js';
 
+/**
+ * Options of the spawner fixture. Linux: spawner.cc; Windows: spawner_win32.cc,
+ * which throws a TypeError naming any Linux-only option (marked so below).
+ */
 export interface SpawnOptions {
   count?: number;
-  /** At most 15 bytes (the Linux limit). */
+  /** Linux: at most 15 bytes (the kernel's limit). Windows: UTF-8 of any length (SetThreadDescription). */
   name?: string;
-  /** Block every signal in the new threads. */
+  /** Block every signal in the new threads. Linux only. */
   blockSignals?: boolean;
   /** End by themselves after this many ms (default: wait for stop()). */
   lifetimeMs?: number;
   /**
-   * 'pthread' (default), 'std' (std::thread), 'local' (a pthread entry that is
-   * not exported) or 'nocfi' (a pthread whose body is called through code
-   * without unwind tables).
+   * Linux: 'pthread' (default), 'std' (std::thread), 'local' (a pthread entry
+   * that is not exported) or 'nocfi' (a pthread whose body is called through
+   * code without unwind tables). Windows: 'win32' (CreateThread, default),
+   * 'crt' (_beginthreadex) or 'std'. `THREAD_KIND` is the default of this
+   * platform; `FIXTURE_ENTRY` names the entry of each kind.
    */
-  kind?: 'pthread' | 'std' | 'local' | 'nocfi';
-  /** Sleep in nanosleep(sleepMs) in a loop instead of parking; see stats(). */
+  kind?: 'pthread' | 'std' | 'local' | 'nocfi' | 'win32' | 'crt';
+  /** Sleep (nanosleep / Sleep) sleepMs in a loop instead of parking; see stats(). */
   sleepMs?: number;
-  /** The threads' stack size (pthreads only). */
+  /** The threads' stack size (pthreads only). Linux only. */
   stackKb?: number;
-  /** Park with only about this much stack left below (pthreads only). */
+  /** Park with only about this much stack left below (pthreads only). Linux only. */
   headroomKb?: number;
-  /** Busy-loop instead of parking (state R, no system call). */
+  /** Busy-loop instead of parking (Linux: state R, no system call). */
   spin?: boolean;
-  /** Block every signal and take them with sigtimedwait in a loop; see stats().signals. */
+  /** Block every signal and take them with sigtimedwait in a loop; see stats().signals. Linux only. */
   sigwait?: boolean;
-  /** vfork() in a loop a child that sleeps this long: the thread waits in state D; see stats().ticks. */
+  /** vfork() in a loop a child that sleeps this long: the thread waits in state D; see stats().ticks. Linux only. */
   vforkMs?: number;
+  /** The creator suspends each thread once it started (SuspendThread); stop() resumes it. Windows only. */
+  suspended?: boolean;
 }
 
 export interface Spawner {
@@ -47,11 +56,57 @@ export interface Spawner {
   /** Installs a process-wide handler that counts deliveries of signal `sig`. */
   countSignal(sig: number): void;
   signalCount(sig: number): number;
+  /** Windows only: ntdll's wine_get_version(), or null on real Windows. */
+  wineVersion?(): string | null;
 }
 
 const require = createRequire(import.meta.url);
-export const spawnerPath = require.resolve('./fixtures/spawner/build/Release/spawner.node');
+/** The fixture addon: node-gyp's build on Linux, the cross-built prebuild (scripts/prebuild.js --fixture) on Windows. */
+export const spawnerPath = require.resolve(
+  process.platform === 'win32' ? './fixtures/spawner/prebuilds/win32-x64/spawner.node' : './fixtures/spawner/build/Release/spawner.node',
+);
 export const spawner = require(spawnerPath) as Spawner;
+
+/** True when this is Windows Node running under wine (which leaves thread states empty, among others). */
+export const isWine = process.platform === 'win32' && (spawner.wineVersion?.() ?? null) !== null;
+
+/**
+ * The id of this process's main thread, when called on it: the pid on Linux,
+ * a thread id of its own on Windows (asked of the addon, so it loads it).
+ */
+export function mainThreadId(): number {
+  return process.platform === 'linux' ? process.pid : currentThreadId();
+}
+
+/** The fixture's default thread kind on this platform. */
+export const THREAD_KIND = process.platform === 'win32' ? 'win32' : 'pthread';
+
+/** The exported entry function of each kind of fixture thread, as attribution names it. */
+export const FIXTURE_ENTRY = {
+  pthread: 'spawner_thread_main',
+  std: 'spawner_std_thread_main',
+  win32: 'spawner_win32_thread_main',
+  crt: 'spawner_crt_thread_main',
+} as const;
+
+/** The entry function of the fixture's default kind on this platform. */
+export const DEFAULT_ENTRY: string = FIXTURE_ENTRY[THREAD_KIND];
+
+/**
+ * What a thread state assertion expects: `state` everywhere, except under
+ * wine, whose NtQuerySystemInformation leaves thread states at 0 ('unknown').
+ */
+export function expectedState<S extends string>(state: S): S | 'unknown' {
+  return isWine ? 'unknown' : state;
+}
+
+/** Whether `module` (a frame's or an origin's module path) is the spawner fixture, on either platform. */
+export function isFixtureModule(module: string | undefined): boolean {
+  return module !== undefined && /[\\/]spawner\.node$/.test(module);
+}
+
+/** A long (46 characters, 84 UTF-8 bytes) non-ASCII thread name: Windows takes it whole, Linux only 15 bytes. */
+export const LONG_NAME = 'tl-長い名前のスレッド-Àéîõü-çñß-漢字かなカナ-long-thread-name';
 
 /**
  * The start of a CommonJS script for `node -e` (tests that need a fresh
@@ -141,6 +196,7 @@ export const PISCINA_CREATION_STACK: readonly string[] = [
  * CAP_SYS_ADMIN.
  */
 export const unshareRefused = (() => {
+  if (process.platform !== 'linux') return 'pid namespaces are Linux-only';
   const probe = spawnSync('unshare', ['-fp', '--mount-proc', 'true'], { encoding: 'utf8', timeout: 10_000 });
   if (probe.status === 0) return '';
   return `unshare -fp --mount-proc is not permitted here (${(probe.error?.message ?? probe.stderr).trim() || `status ${probe.status}`})`;

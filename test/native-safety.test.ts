@@ -85,7 +85,8 @@ describe('Workers that are inside the addon when they are stopped', () => {
   }, 5 * CHILD_TEST_TIMEOUT_MS);
 });
 
-describe("threads()' cache of descriptors", () => {
+// The cache of procfs descriptors: Linux's.
+describe.runIf(process.platform === 'linux')("threads()' cache of descriptors", () => {
   // threads() keeps an fd open on each live thread's stat between calls. The
   // fd numbers are the process's: a library with a double close() can close
   // one of them, and the number is then reused for the library's next file.

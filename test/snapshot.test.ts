@@ -2,18 +2,23 @@ import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { threads, type ThreadInfo } from '../src/index.js';
-import { fixtureThreads, spawner, waitUntil } from './helpers.js';
+import { expectedState, fixtureThreads, isWine, mainThreadId, spawner, waitUntil } from './helpers.js';
 
 const fixture = fixtureThreads();
 const start = fixture.start;
 
 const byId = (list: ThreadInfo[]) => new Map(list.map((t) => [t.id, t]));
 const STATES = ['running', 'sleeping', 'blocked', 'stopped', 'zombie', 'unknown'];
+const linux = process.platform === 'linux';
+// A Node with one Worker has at least this many threads: the main thread, V8's
+// platform workers, the Worker's, and (Linux) the signal watchdog / (Windows)
+// fewer helpers: 7 under wine with Node 22.
+const CHILD_MIN_THREADS = linux ? 8 : 7;
 
 describe('threads()', () => {
-  it('lists the main thread with id == process.pid and the same ids as /proc/self/task', () => {
+  it('lists the main thread (id == process.pid on Linux) and, on Linux, the same ids as /proc/self/task', () => {
     // Compare twice around the snapshot: the runtime may start or end a thread in between.
-    for (let attempt = 0; ; attempt++) {
+    for (let attempt = 0; linux; attempt++) {
       const before = readdirSync('/proc/self/task').map(Number).sort((a, b) => a - b);
       const list = threads();
       const after = readdirSync('/proc/self/task').map(Number).sort((a, b) => a - b);
@@ -22,10 +27,10 @@ describe('threads()', () => {
       expect(ids).toEqual(before);
       break;
     }
-    const main = threads().find((t) => t.id === process.pid);
+    const main = threads().find((t) => t.id === mainThreadId());
     expect(main).toBeDefined();
-    expect(main!.state).toBe('running');
-    expect(main!.rawState).toBe('R');
+    expect(main!.state).toBe(expectedState('running'));
+    if (linux) expect(main!.rawState).toBe('R');
   });
 
   it('gives every field its documented type and a plausible value', () => {
@@ -35,7 +40,8 @@ describe('threads()', () => {
       expect(t.key).toMatch(/^\d+@\d+$/);
       expect(typeof t.name).toBe('string');
       expect(STATES).toContain(t.state);
-      expect(t.rawState).toMatch(/^[A-Za-z]$/);
+      // Linux: the letter of /proc/<pid>/task/<tid>/stat; Windows: the State, with '/WaitReason' when Waiting.
+      expect(t.rawState).toMatch(linux ? /^[A-Za-z]$/ : /^[A-Za-z]+(\/\w+)?$/);
       expect(t.userCpuMs).toBeGreaterThanOrEqual(0);
       expect(t.systemCpuMs).toBeGreaterThanOrEqual(0);
       // btime has whole-second precision: allow a second of slack each way.
@@ -44,7 +50,8 @@ describe('threads()', () => {
     }
   });
 
-  it('reads the same stat fields as /proc/self/task/TID/stat', () => {
+  // Checks the parse of procfs's stat lines: Linux's.
+  it.runIf(linux)('reads the same stat fields as /proc/self/task/TID/stat', () => {
     const before = Date.now();
     const { tids } = start({ count: 1, name: 'statcheck' });
     const tid = tids[0]!;
@@ -82,11 +89,11 @@ describe('threads()', () => {
     const listed = byId(threads());
     for (const tid of tids) {
       expect(listed.get(tid)?.name).toBe('tl-fixture');
-      // Parked on a condition variable: sleeping (or briefly running while it parks).
-      expect(['sleeping', 'running']).toContain(listed.get(tid)?.state);
+      // Parked on a condition variable: sleeping (or briefly running while it parks); wine tells no state.
+      expect(isWine ? ['unknown'] : ['sleeping', 'running']).toContain(listed.get(tid)?.state);
     }
     expect(fixture.stop(handle)).toBe(true);
-    // A joined thread can linger in /proc for a moment while the kernel reaps it.
+    // A joined thread can linger in the list for a moment while the kernel reaps it.
     const gone = await waitUntil(() => {
       const now = byId(threads());
       return tids.every((tid) => !now.has(tid) || now.get(tid)!.state === 'zombie');
@@ -117,13 +124,17 @@ describe('threads()', () => {
       await new Promise((resolve) => child.once('spawn', resolve));
       let list: ThreadInfo[] = [];
       // Wait until the child has started its Worker.
-      await waitUntil(() => (list = threads({ pid: child.pid! })).length >= 8, 5000);
-      const fromProc = readdirSync(`/proc/${child.pid}/task`).map(Number);
-      expect(list.map((t) => t.id)).toContain(child.pid);
-      expect(list.length).toBeGreaterThanOrEqual(8);
-      for (const t of list) expect(fromProc).toContain(t.id);
+      await waitUntil(() => (list = threads({ pid: child.pid! })).length >= CHILD_MIN_THREADS, 5000);
+      // Linux: the main thread's id is the pid, and /proc lists the same threads.
+      if (linux) {
+        const fromProc = readdirSync(`/proc/${child.pid}/task`).map(Number);
+        expect(list.map((t) => t.id)).toContain(child.pid);
+        for (const t of list) expect(fromProc).toContain(t.id);
+      }
+      expect(list.length).toBeGreaterThanOrEqual(CHILD_MIN_THREADS);
+      expect(new Set(list.map((t) => t.key)).size).toBe(list.length);
       // The pid of this very process is the same as no pid.
-      expect(threads({ pid: process.pid }).map((t) => t.id)).toContain(process.pid);
+      expect(threads({ pid: process.pid }).map((t) => t.id)).toContain(mainThreadId());
     } finally {
       child.kill('SIGKILL');
     }
@@ -133,7 +144,9 @@ describe('threads()', () => {
     const child = spawn(process.execPath, ['-e', '0'], { stdio: 'ignore' });
     const pid = child.pid!;
     await new Promise((resolve) => child.once('exit', resolve));
+    // Linux: until procfs no longer shows it (a zombie for a moment). Windows: gone once it exited.
     await waitUntil(() => {
+      if (!linux) return true;
       try {
         readFileSync(`/proc/${pid}/stat`);
         return false;
@@ -174,7 +187,8 @@ describe('threads()', () => {
     expect(() => threads(42 as never)).toThrow(TypeError);
   });
 
-  it('keeps no descriptor for a thread that has ended', async () => {
+  // The cache of procfs descriptors: Linux's.
+  it.runIf(linux)('keeps no descriptor for a thread that has ended', async () => {
     // Listing this process caches one fd per live thread's stat; ended threads' fds are closed.
     const cachedTids = () =>
       readdirSync('/proc/self/fd').flatMap((fd) => {
@@ -198,6 +212,7 @@ describe('threads()', () => {
   });
 
   it('never throws and never yields a duplicate key while threads churn', () => {
+    const mainId = mainThreadId();
     spawner.churnStart(8);
     try {
       let snapshots = 0;
@@ -206,10 +221,11 @@ describe('threads()', () => {
         const list = threads();
         const keys = new Set(list.map((t) => t.key));
         expect(keys.size).toBe(list.length);
-        expect(list.some((t) => t.id === process.pid)).toBe(true);
+        expect(list.some((t) => t.id === mainId)).toBe(true);
         snapshots++;
       }
-      expect(snapshots).toBeGreaterThan(500);
+      // Under wine a snapshot goes through the wineserver: 34 in 3 s were measured there.
+      expect(snapshots).toBeGreaterThan(isWine ? 20 : 500);
     } finally {
       const created = spawner.churnStop();
       expect(created).toBeGreaterThan(100);

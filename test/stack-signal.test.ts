@@ -25,7 +25,8 @@ afterEach(() => {
   while (handles.length) spawner.stop(handles.pop()!);
 });
 
-describe('the probe signal in this process', () => {
+// The stack probe signal: Linux's (Windows suspends the thread instead).
+describe.runIf(process.platform === 'linux')('the probe signal in this process', () => {
   let probe = 0;
 
   it('is a free real-time signal, not one Node uses, and leaves another RT handler alone', async () => {
@@ -104,7 +105,8 @@ function inChild(env: Record<string, string>): { signals: number[]; result: { fr
   return JSON.parse(child.stdout);
 }
 
-describe('THREADLEAK_STACK_SIGNAL and THREADLEAK_STACK_UNWIND', () => {
+// The stack probe signal's settings: Linux's.
+describe.runIf(process.platform === 'linux')('THREADLEAK_STACK_SIGNAL and THREADLEAK_STACK_UNWIND', () => {
   it('uses the signal it names', () => {
     const { signals, result } = inChild({ THREADLEAK_STACK_SIGNAL: '50' });
     expect(result.error).toBeUndefined();

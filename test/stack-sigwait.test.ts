@@ -56,7 +56,8 @@ function busyCpus(lifetimeMs: number): { stop(): Promise<void> } {
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-describe('threads that wait for signals with sigtimedwait(), every CPU busy', () => {
+// sigtimedwait and the stack probe signal: Linux's.
+describe.runIf(process.platform === 'linux')('threads that wait for signals with sigtimedwait(), every CPU busy', () => {
   it('never sends the probe to a fresh one: none of 200 first captures is taken as its own signal', async () => {
     const busy = busyCpus(60_000);
     const groups: number[] = [];

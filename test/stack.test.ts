@@ -1,13 +1,13 @@
 import { spawn } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, readdirSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { attributeStack, isSystemRuntimeModule } from '../src/attribution.js';
-import { threadStack, type NativeStack } from '../src/index.js';
-import { fixtureThreads, SLACK_MS, spawner, spawnerPath, stackOutcome, timed, waitUntil } from './helpers.js';
+import { threads, threadStack, type NativeStack } from '../src/index.js';
+import { DEFAULT_ENTRY, FIXTURE_ENTRY, fixtureThreads, mainThreadId, SLACK_MS, spawner, spawnerPath, stackOutcome, timed, waitUntil } from './helpers.js';
 
 const SPAWNER = realpathSync(spawnerPath);
 const NODE = realpathSync(process.execPath);
@@ -15,33 +15,40 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 const fixture = fixtureThreads();
 const start = fixture.start;
+const linux = process.platform === 'linux';
+
+/** The ids of this process's threads (Linux: straight from /proc, as cheap as it gets). */
+const threadIds = (): number[] => (linux ? readdirSync('/proc/self/task').map(Number) : threads().map((t) => t.id));
 
 
 const symbols = (stack: NativeStack) => stack.frames.map((f) => f.symbol);
 
 describe('threadStack() of a fixture thread', () => {
-  it('unwinds a parked pthread and attributes it to spawner.node and spawner_thread_main', () => {
+  it(`unwinds a parked thread and attributes it to spawner.node and ${DEFAULT_ENTRY}`, () => {
     const { tids } = start({ count: 1, name: 'stack-parked' });
     const stack = threadStack(tids[0]!);
     expect(stack.error).toBeUndefined();
     expect(stack.threadId).toBe(tids[0]);
     expect(stack.module).toBe(SPAWNER);
-    expect(stack.startRoutine).toBe('spawner_thread_main');
-    // Innermost first: waiting in libc, called from the fixture's body.
-    expect(symbols(stack)).toContain('pthread_cond_wait');
+    expect(stack.startRoutine).toBe(DEFAULT_ENTRY);
+    // Innermost first: waiting in libc (Linux) or ntdll (Windows), called from the fixture's body.
+    const wait = linux
+      ? symbols(stack).indexOf('pthread_cond_wait')
+      : stack.frames.findIndex((f) => f.module !== undefined && /[\\/]ntdll\.dll$/i.test(f.module));
+    expect(wait).toBeGreaterThanOrEqual(0);
     const body = symbols(stack).indexOf('spawner_thread_body');
-    const main = symbols(stack).indexOf('spawner_thread_main');
-    expect(body).toBeGreaterThan(symbols(stack).indexOf('pthread_cond_wait'));
+    const main = symbols(stack).indexOf(DEFAULT_ENTRY);
+    expect(body).toBeGreaterThan(wait);
     expect(main).toBe(body + 1);
     for (const frame of stack.frames) {
       expect(frame.address).toMatch(/^0x[0-9a-f]+$/);
       expect(frame.scanned).toBeUndefined();
-      if (frame.module !== undefined) expect(frame.module.startsWith('/')).toBe(true);
+      if (frame.module !== undefined) expect(isAbsolute(frame.module)).toBe(true);
       if (frame.offset !== undefined) expect(Number.isSafeInteger(frame.offset) && frame.offset >= 0).toBe(true);
     }
     const mainFrame = stack.frames[main]!;
     expect(mainFrame.module).toBe(SPAWNER);
-    // A return address a few bytes into spawner_thread_main.
+    // A return address a few bytes into the entry.
     expect(mainFrame.offset).toBeGreaterThan(0);
     expect(mainFrame.offset).toBeLessThan(256);
   });
@@ -50,7 +57,8 @@ describe('threadStack() of a fixture thread', () => {
     const { tids } = start({ count: 1, kind: 'std' });
     const stack = threadStack(tids[0]!);
     expect(stack.error).toBeUndefined();
-    expect(stack.frames.some((f) => f.module !== undefined && /libstdc\+\+\.so/.test(f.module))).toBe(true);
+    // Linux: a libstdc++.so frame; the Windows fixture links libstdc++ statically into spawner.node.
+    if (linux) expect(stack.frames.some((f) => f.module !== undefined && /libstdc\+\+\.so/.test(f.module))).toBe(true);
     expect(stack.module).toBe(SPAWNER);
     expect(stack.startRoutine).toBe('spawner_std_thread_main');
   });
@@ -59,12 +67,13 @@ describe('threadStack() of a fixture thread', () => {
     const { tids } = start({ count: 5 });
     for (const tid of tids) {
       const stack = threadStack(tid);
-      expect([stack.error, stack.module, stack.startRoutine]).toEqual([undefined, SPAWNER, 'spawner_thread_main']);
+      expect([stack.error, stack.module, stack.startRoutine]).toEqual([undefined, SPAWNER, DEFAULT_ENTRY]);
     }
   });
 });
 
-describe('functions that are not exported', () => {
+// ELF symbol tables (.symtab) and the file mapped from disk: Linux's.
+describe.runIf(linux)('functions that are not exported', () => {
   it('names a static start routine from the file’s symbol table, probed or read from the kernel', async () => {
     const { tids } = start({ count: 1, kind: 'local' });
     for (const timeoutMs of [1000, 0]) {
@@ -106,7 +115,8 @@ describe('functions that are not exported', () => {
 });
 
 describe('code without unwind tables', () => {
-  it('scans on from where the unwinder stopped, up to the thread’s entry', () => {
+  // The 'nocfi' fixture (hand-written assembly without CFI) and the stack scan are Linux's.
+  it.runIf(linux)('scans on from where the unwinder stopped, up to the thread’s entry', () => {
     const { tids } = start({ count: 1, kind: 'nocfi' });
     const stack = threadStack(tids[0]!, { timeoutMs: 1000 });
     expect(stack.error).toBeUndefined();
@@ -133,7 +143,8 @@ describe('code without unwind tables', () => {
 });
 
 describe('threads that cannot answer the probe', () => {
-  it('reports a thread that blocks every signal without waiting, with scanned frames from its stack', () => {
+  // Signals, and what the kernel shows of a thread: Linux's.
+  it.runIf(linux)('reports a thread that blocks every signal without waiting, with scanned frames from its stack', () => {
     const { tids } = start({ count: 1, blockSignals: true });
     const { stack, elapsedMs } = timed(tids[0]!, 5000);
     expect(stack.error).toMatch(new RegExp(`^thread ${tids[0]} blocks the stack probe \\(signal \\d+\\)`));
@@ -150,7 +161,8 @@ describe('threads that cannot answer the probe', () => {
     expect(stack.startRoutine).toBe('spawner_thread_main');
   });
 
-  it('reads only what the kernel shows when timeoutMs is 0, without interrupting the thread', async () => {
+  // What the kernel shows (/proc/<tid>/syscall, stack): Linux's.
+  it.runIf(linux)('reads only what the kernel shows when timeoutMs is 0, without interrupting the thread', async () => {
     const { handle, tids } = start({ count: 1, sleepMs: 20 });
     expect(await waitUntil(() => spawner.stats(handle)!.ticks >= 1)).toBe(true);
     const before = spawner.stats(handle)!;
@@ -170,7 +182,7 @@ describe('threads that cannot answer the probe', () => {
   });
 
   it('returns an error result for ids that are not threads of this process', async () => {
-    const child = spawn('sleep', ['30'], { stdio: 'ignore' });
+    const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 30_000)'], { stdio: 'ignore' });
     try {
       await waitUntil(() => child.pid !== undefined);
       for (const id of [1, child.pid!, 2 ** 31 + 5, Number.MAX_SAFE_INTEGER]) {
@@ -187,19 +199,48 @@ describe('threads that cannot answer the probe', () => {
     const { handle, tids } = spawner.start({ count: 1 });
     fixture.stop(handle);
     // stop() joined it; the kernel may still be reaping it for a moment, and
-    // then it is a thread that exited. Once gone from /proc/self/task it is
-    // no thread of this process (tids are handed out cyclically: not reused
-    // this soon).
+    // then it is a thread that exited. Once gone from the thread list it is
+    // no thread of this process (Linux hands tids out cyclically, Windows
+    // ids are reused but not this soon in a quiet process).
     const exited = threadStack(tids[0]!);
     expect(exited.frames).toEqual([]);
     expect(exited.error).toMatch(new RegExp(`^thread ${tids[0]} (exited before its stack could be read|is not a thread of this process)$`));
-    expect(await waitUntil(() => !existsSync(`/proc/self/task/${tids[0]}`))).toBe(true);
+    expect(await waitUntil(() => (linux ? !existsSync(`/proc/self/task/${tids[0]}`) : !threadIds().includes(tids[0]!)))).toBe(true);
     expect(threadStack(tids[0]!)).toEqual({ threadId: tids[0], frames: [], error: `thread ${tids[0]} is not a thread of this process` });
   });
 });
 
+// Windows' own kinds of thread entry, and threads another thread suspended.
+describe.runIf(process.platform === 'win32')('threadStack() of Windows fixture threads', () => {
+  for (const kind of ['win32', 'crt', 'std'] as const) {
+    it(`attributes a '${kind}' thread to spawner.node and its entry`, () => {
+      const { tids } = start({ count: 1, kind });
+      const stack = threadStack(tids[0]!, { timeoutMs: 1000 });
+      expect(stack.error).toBeUndefined();
+      expect([stack.module, stack.startRoutine]).toEqual([SPAWNER, FIXTURE_ENTRY[kind]]);
+      expect(symbols(stack).indexOf('spawner_thread_body')).toBeGreaterThanOrEqual(0);
+    });
+  }
+
+  it('reads the stack of a suspended thread, which stays suspended and is joined once resumed', async () => {
+    const { handle, tids } = spawner.start({ count: 1, suspended: true });
+    try {
+      for (let i = 0; i < 3; i++) {
+        const stack = threadStack(tids[0]!, { timeoutMs: 1000 });
+        expect(stack.error).toBeUndefined();
+        expect([stack.module, stack.startRoutine]).toEqual([SPAWNER, DEFAULT_ENTRY]);
+        expect(symbols(stack).indexOf('spawner_thread_body')).toBeGreaterThanOrEqual(0);
+      }
+    } finally {
+      expect(fixture.stop(handle)).toBe(true);
+    }
+    expect(await waitUntil(() => !threadIds().includes(tids[0]!))).toBe(true);
+  });
+});
+
 describe('threads keep running after a probe', () => {
-  it('a thread sleeping in nanosleep carries on (its sleeps see EINTR) and can be stopped', async () => {
+  // EINTR from the probe signal is Linux's (Windows suspends the thread instead).
+  it.runIf(linux)('a thread sleeping in nanosleep carries on (its sleeps see EINTR) and can be stopped', async () => {
     const { handle, tids } = spawner.start({ count: 2, sleepMs: 2 });
     try {
       let inSleep = 0;
@@ -230,26 +271,26 @@ describe('threads keep running after a probe', () => {
     for (let i = 0; i < 200; i++) {
       const stack = threadStack(tids[0]!);
       expect(stack.error).toBeUndefined();
-      expect(stack.startRoutine).toBe('spawner_thread_main');
+      expect(stack.startRoutine).toBe(DEFAULT_ENTRY);
       // Never the frames of threadleak's own handler.
-      expect(stack.frames.filter((f) => f.module?.endsWith('/threadleak.node'))).toEqual([]);
+      expect(stack.frames.filter((f) => f.module !== undefined && /[\\/]threadleak\.node$/.test(f.module))).toEqual([]);
       expect(symbols(stack).indexOf('spawner_thread_body')).toBeGreaterThan(0);
     }
     expect(fixture.stop(handle)).toBe(true);
-    // A joined thread can linger in /proc for a moment while the kernel reaps it.
-    expect(await waitUntil(() => !readdirSync('/proc/self/task').includes(String(tids[0])))).toBe(true);
+    // A joined thread can linger in the list for a moment while the kernel reaps it.
+    expect(await waitUntil(() => !threadIds().includes(tids[0]!))).toBe(true);
   });
 });
 
 describe('1000 captures of churning threads', () => {
   it('never crash or hang; every result comes back within its bound', () => {
     const { tids: parked } = start({ count: 10, name: 'churn-parked' });
-    const before = new Set(readdirSync('/proc/self/task').map(Number));
-    /** A thread of the churn, as /proc lists it now (waited for: the churn always has one soon). */
+    const before = new Set(threadIds());
+    /** A thread of the churn, as the OS lists it now (waited for: the churn always has one soon). */
     const churning = (i: number): number => {
       const deadline = Date.now() + 5000;
       for (;;) {
-        const found = readdirSync('/proc/self/task').map(Number).filter((tid) => !before.has(tid));
+        const found = threadIds().filter((tid) => !before.has(tid));
         if (found.length > 0) return found[i % found.length]!;
         if (Date.now() > deadline) throw new Error('the churn started no thread in 5 s');
       }
@@ -296,14 +337,14 @@ describe('1000 captures of churning threads', () => {
     expect(Object.keys(outcomes.churn).filter((k) => !expected.includes(k))).toEqual([]);
     expect(Object.values(outcomes.churn).reduce((a, b) => a + b, 0)).toBe(750);
     // Still working afterwards.
-    expect(threadStack(parked[0]!).startRoutine).toBe('spawner_thread_main');
+    expect(threadStack(parked[0]!).startRoutine).toBe(DEFAULT_ENTRY);
   });
 });
 
 describe('the main thread and the calling thread', () => {
   it('unwinds the calling thread directly, without this addon’s own frames', () => {
     // Vitest runs this file on the main thread of its own process.
-    const stack = threadStack(process.pid);
+    const stack = threadStack(mainThreadId());
     expect(stack.error).toBeUndefined();
     expect(stack.frames.length).toBeGreaterThan(0);
     expect(stack.frames.some((f) => f.module === NODE)).toBe(true);
@@ -330,7 +371,7 @@ describe('the main thread and the calling thread', () => {
       }
       parentPort.postMessage({ main, errors, self: addon.captureStack(self, 1000) });
       `,
-      { eval: true, workerData: { root: ROOT, pid: process.pid } },
+      { eval: true, workerData: { root: ROOT, pid: mainThreadId() } },
     );
     try {
       const { main, errors, self } = await new Promise<{ main: NativeStack; errors: string[]; self: NativeStack }>(
@@ -370,8 +411,8 @@ describe('arguments', () => {
         expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE', message: expect.stringMatching(/options must be an object/) }),
       );
     }
-    expect(threadStack(process.pid, { timeoutMs: 10_000 }).error).toBeUndefined();
-    expect(threadStack(process.pid, {}).error).toBeUndefined();
+    expect(threadStack(mainThreadId(), { timeoutMs: 10_000 }).error).toBeUndefined();
+    expect(threadStack(mainThreadId(), {}).error).toBeUndefined();
   });
 });
 

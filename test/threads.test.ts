@@ -10,7 +10,18 @@ import {
   type ThreadLeakOptions,
 } from '../src/index.js';
 import { realpathSync, writeFileSync } from 'node:fs';
-import { fixtureThreads, spawner, spawnerPath, waitUntil } from './helpers.js';
+import {
+  DEFAULT_ENTRY,
+  expectedState,
+  FIXTURE_ENTRY,
+  fixtureThreads,
+  isFixtureModule,
+  isWine,
+  LONG_NAME,
+  spawner,
+  spawnerPath,
+  waitUntil,
+} from './helpers.js';
 
 const fixture = fixtureThreads();
 const startNative = fixture.start;
@@ -162,7 +173,8 @@ describe('noThreadLeaks: detection', () => {
     await scope.close();
   });
 
-  it('reads names from the last snapshot', async () => {
+  // Renames through /proc/self/task/<tid>/comm (Windows Node has no way to rename another thread).
+  it.runIf(process.platform === 'linux')('reads names from the last snapshot', async () => {
     const tids: number[] = [];
     const seen: string[] = [];
     const scope = noThreadLeaks(
@@ -195,14 +207,14 @@ describe('noThreadLeaks: creators and stacks', () => {
     const scope = noThreadLeaks(raise());
     startNative({ count: 1, name: 'tl-creator' });
     const [leak] = (await leakErrorOf(scope.close())).leaks;
-    expect(leak!.origin).toEqual({ kind: 'native', module: fixtureModule, startRoutine: 'spawner_thread_main' });
+    expect(leak!.origin).toEqual({ kind: 'native', module: fixtureModule, startRoutine: DEFAULT_ENTRY });
     expect(leak!.stack?.frames.some((f) => f.symbol === 'spawner_thread_body')).toBe(true);
     const error = await leakErrorOf((async () => {
       const again = noThreadLeaks(raise());
       startNative({ count: 1 });
       await again.close();
     })());
-    expect(error.message).toContain(`started by spawner_thread_main in ${fixtureModule}`);
+    expect(error.message).toContain(`started by ${DEFAULT_ENTRY} in ${fixtureModule}`);
     expect(error.message).toMatch(/\n {8}#\d spawner_thread_body\+0x[0-9a-f]+ \(/);
   });
 
@@ -213,7 +225,8 @@ describe('noThreadLeaks: creators and stacks', () => {
     expect(leak!.origin.kind === 'native' && leak!.origin.module).toBe(fixtureModule);
   });
 
-  it('reports a thread that blocks every signal with what the kernel shows', async () => {
+  // Signals and the kernel's view of a thread are Linux's.
+  it.runIf(process.platform === 'linux')('reports a thread that blocks every signal with what the kernel shows', async () => {
     const scope = noThreadLeaks(raise());
     startNative({ count: 1, blockSignals: true });
     const [leak] = (await leakErrorOf(scope.close())).leaks;
@@ -221,7 +234,8 @@ describe('noThreadLeaks: creators and stacks', () => {
     expect(leak!.origin.kind === 'native' && leak!.origin.module).toBe(fixtureModule);
   });
 
-  it('never interrupts a leaked thread blocked in a system call (no EINTR from a report)', async () => {
+  // EINTR (a signal interrupting a system call) is Linux's: Windows' stacks come from SuspendThread.
+  it.runIf(process.platform === 'linux')('never interrupts a leaked thread blocked in a system call (no EINTR from a report)', async () => {
     const { handle } = startNative({ count: 1, sleepMs: 50 });
     // Started outside the scope, so the leak is another thread; probe this one as a leak would.
     const sleeper = await (async () => {
@@ -245,10 +259,10 @@ describe('noThreadLeaks: creators and stacks', () => {
     const { handle } = startNative({ count: 2, sleepMs: 20 });
     const error = await leakErrorOf(scope.close());
     for (const leak of error.leaks) {
-      expect(leak.origin).toEqual({ kind: 'native', module: fixtureModule, startRoutine: 'spawner_thread_main' });
+      expect(leak.origin).toEqual({ kind: 'native', module: fixtureModule, startRoutine: DEFAULT_ENTRY });
       expect(leak.stack).toBeUndefined();
     }
-    expect(error.message).toContain(`started by spawner_thread_main in ${fixtureModule}`);
+    expect(error.message).toContain(`started by ${DEFAULT_ENTRY} in ${fixtureModule}`);
     expect(error.message).not.toContain('#0 ');
     expect(await waitUntil(() => spawner.stats(handle)!.ticks >= 2 * 3)).toBe(true);
     expect(spawner.stats(handle)!.interrupted).toBe(0);
@@ -258,7 +272,7 @@ describe('noThreadLeaks: creators and stacks', () => {
     const scope = noThreadLeaks(
       raise({
         captureStacks: false,
-        nameFilter: (t) => !(t.origin.kind === 'native' && t.origin.module?.endsWith('/spawner.node')),
+        nameFilter: (t) => !(t.origin.kind === 'native' && isFixtureModule(t.origin.module)),
       }),
     );
     startNative({ count: 2 });
@@ -269,12 +283,54 @@ describe('noThreadLeaks: creators and stacks', () => {
 
   it('a predicate can leave out every thread a given module started', async () => {
     const scope = noThreadLeaks(
-      raise({ nameFilter: (t) => !(t.origin.kind === 'native' && t.origin.module?.endsWith('/spawner.node')) }),
+      raise({ nameFilter: (t) => !(t.origin.kind === 'native' && isFixtureModule(t.origin.module)) }),
     );
     startNative({ count: 2 });
     const worker = startWorker();
     const error = await leakErrorOf(scope.close());
     expect(error.leaks.map((t) => t.origin.kind === 'worker' && t.origin.worker)).toEqual([worker]);
+  });
+});
+
+// What only Windows threads have: their kinds of entry, descriptions of any
+// length, and suspension by another thread.
+describe.runIf(process.platform === 'win32')('noThreadLeaks: Windows threads', () => {
+  const fixtureModule = realpathSync(spawnerPath);
+
+  for (const kind of ['win32', 'crt', 'std'] as const) {
+    it(`names spawner.node and ${FIXTURE_ENTRY[kind]} for a leaked '${kind}' thread`, async () => {
+      const scope = noThreadLeaks(raise());
+      const { tids } = startNative({ count: 1, kind, name: `tl-${kind}` });
+      const [leak] = (await leakErrorOf(scope.close())).leaks;
+      expect(leak!.id).toBe(tids[0]);
+      expect(leak!.name).toBe(`tl-${kind}`);
+      expect(leak!.origin).toEqual({ kind: 'native', module: fixtureModule, startRoutine: FIXTURE_ENTRY[kind] });
+      expect(leak!.stack?.frames.some((f) => f.symbol === 'spawner_thread_body')).toBe(true);
+    });
+  }
+
+  it('reads a long non-ASCII thread description back exactly', async () => {
+    const { tids } = startNative({ count: 2, name: LONG_NAME });
+    const listed = threads().filter((t) => tids.includes(t.id));
+    expect(listed.map((t) => t.name)).toEqual([LONG_NAME, LONG_NAME]);
+    const scope = noThreadLeaks(raise());
+    startNative({ count: 1, name: LONG_NAME });
+    const error = await leakErrorOf(scope.close());
+    expect(error.leaks.map((t) => t.name)).toEqual([LONG_NAME]);
+    expect(error.message).toContain(`"${LONG_NAME}"`);
+  });
+
+  it("reports a suspended thread as 'stopped' ('unknown' under wine) and still reads its stack", async () => {
+    const scope = noThreadLeaks(raise());
+    const { tids } = startNative({ count: 1, suspended: true, name: 'tl-suspended' });
+    const listed = threads().find((t) => t.id === tids[0]);
+    expect(listed?.state).toBe(expectedState('stopped'));
+    // Wine leaves State and WaitReason at 0: the raw words are real Windows' only.
+    if (!isWine) expect(listed?.rawState).toBe('Waiting/Suspended');
+    const [leak] = (await leakErrorOf(scope.close())).leaks;
+    expect(leak!.state).toBe(expectedState('stopped'));
+    expect(leak!.origin).toEqual({ kind: 'native', module: fixtureModule, startRoutine: DEFAULT_ENTRY });
+    expect(leak!.stack?.frames.some((f) => f.symbol === 'spawner_thread_body')).toBe(true);
   });
 });
 

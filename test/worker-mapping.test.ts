@@ -5,9 +5,10 @@
 // starts a fixture thread, so it is always the newest thread threadleak sees.
 import diagnosticsChannel from 'node:diagnostics_channel';
 import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { afterEach, expect, it } from 'vitest';
-import { fixtureThreads, spawnerPath } from './helpers.js';
+import { DEFAULT_ENTRY, fixtureThreads, mainThreadId, spawnerPath } from './helpers.js';
 
 const fixture = fixtureThreads();
 let racerName: string | undefined;
@@ -37,7 +38,7 @@ async function leaksOf(scope: ReturnType<typeof noThreadLeaks>) {
   throw new Error('expected a ThreadLeakError');
 }
 
-const creatorName = () => threads().find((t) => t.id === process.pid)!.name;
+const creatorName = () => threads().find((t) => t.id === mainThreadId())!.name;
 
 for (const [what, name] of [
   ['a thread that named itself', () => 'racer'],
@@ -52,7 +53,7 @@ for (const [what, name] of [
     expect(racers).toHaveLength(1);
     const leaks = await leaksOf(scope);
     const racer = leaks.find((t) => t.id === racers[0]);
-    expect(racer?.origin).toEqual({ kind: 'native', module: realpathSync(spawnerPath), startRoutine: 'spawner_thread_main' });
+    expect(racer?.origin).toEqual({ kind: 'native', module: realpathSync(spawnerPath), startRoutine: DEFAULT_ENTRY });
     const mapped = leaks.filter((t) => t.origin.kind === 'worker');
     expect(mapped).toHaveLength(1);
     expect(mapped[0]!.origin.kind === 'worker' && mapped[0]!.origin.worker).toBe(worker);
@@ -77,11 +78,15 @@ it("'cancel' stops the Worker and waits for its own thread, not the native threa
   expect(messages[0]).toContain(`thread ${racers[0]} `);
 });
 
-// Each Worker tells its own OS thread id (/proc/thread-self, read inside it):
+// Each Worker tells its own OS thread id (Linux: /proc/thread-self, read
+// inside it; Windows: GetCurrentThreadId through the addon, loaded inside it):
 // the truth the matching is checked against.
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const TID_WORKER = `
   const { parentPort } = require('node:worker_threads');
-  const tid = Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop());
+  const tid = process.platform === 'linux'
+    ? Number(require('node:fs').readlinkSync('/proc/thread-self').split('/').pop())
+    : require('node:module').createRequire(${JSON.stringify(`${ROOT}package.json`)})('node-gyp-build')(${JSON.stringify(ROOT)}).currentThreadId();
   parentPort.postMessage(tid);
   setInterval(() => {}, 1000);
 `;

@@ -158,7 +158,7 @@ bool ListWithToolhelp(DWORD pid, std::vector<ThreadRecord>* out, OsError* error)
   SnapshotCloser closer{snapshot};
   THREADENTRY32 entry;
   entry.dwSize = sizeof entry;
-  constexpr DWORD kNeeded = offsetof(THREADENTRY32, th32OwnerProcessID) + sizeof(entry.th32OwnerProcessID);
+  constexpr DWORD kNeeded = static_cast<DWORD>(offsetof(THREADENTRY32, th32OwnerProcessID) + sizeof(DWORD));
   for (BOOL more = Thread32First(snapshot, &entry); more; more = Thread32Next(snapshot, &entry)) {
     // Toolhelp may fill fewer bytes than asked for; the two fields used must be there.
     if (entry.dwSize >= kNeeded && entry.th32OwnerProcessID == pid) {

@@ -183,7 +183,7 @@ const NtProcessEntry* FindProcess(const unsigned char* base, ULONG used, DWORD p
 
 // The name of thread `tid`, '' when it cannot be opened or the id now names a
 // thread created at another time (reused after the snapshot).
-std::string NameOf(DWORD tid, uint64_t create_100ns) {
+std::string ThreadName(DWORD tid, uint64_t create_100ns) {
   ThreadHandle thread(tid);
   uint64_t create = 0, user = 0, kernel = 0;
   if (!thread.Times(&create, &user, &kernel) || create != create_100ns) return std::string();
@@ -211,7 +211,7 @@ int ListWithNtQuery(DWORD pid, std::vector<ThreadRecord>* out) {
     win32_threads::SetTimes(create, static_cast<uint64_t>(t.user_time.QuadPart),
                             static_cast<uint64_t>(t.kernel_time.QuadPart), &record);
     record.raw_state = RawState(t.thread_state, t.wait_reason);
-    record.name = NameOf(static_cast<DWORD>(record.id), create);
+    record.name = ThreadName(static_cast<DWORD>(record.id), create);
     out->push_back(std::move(record));
   }
   return 1;

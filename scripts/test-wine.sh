@@ -158,7 +158,7 @@ node_exe_for() {
 }
 
 # ------------------------------------------------------------------ win32 node_modules
-lock_key=$(cat package.json package-lock.json | sha256sum | cut -c1-16)
+lock_key=$(sha256sum <package-lock.json | cut -c1-16)
 modules=$cache/modules-$lock_key/node_modules
 if [[ ! -d $modules ]]; then
   step "installing the win32 node_modules (npm ci --os=win32 --cpu=x64)"

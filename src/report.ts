@@ -294,7 +294,7 @@ function formatWindowsStackError(threadId: number, data: StackErrorData): string
       text = `thread ${threadId} exited before its stack could be read`;
       break;
     case 'busy':
-      text = `another stack capture kept a thread of this process suspended for the whole ${Math.max(data.timeoutMs, 100)} ms`;
+      text = `other stack captures kept threads of this process suspended for the whole ${Math.max(data.timeoutMs, 500)} ms (captures suspend one thread at a time)`;
       break;
     case 'os-error':
       text = `reading the stack of thread ${threadId} failed: ${detail ?? 'unknown error'}`;

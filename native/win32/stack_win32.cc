@@ -54,7 +54,7 @@ using win32_stack::RawFrame;
 constexpr size_t kMaxFrames = 128;
 constexpr size_t kMaxCopyBytes = 1024 * 1024;  // of the stack copied, from RSP upwards
 constexpr size_t kGrowthRoom = 64 * 1024;     // the stack may grow between sizing and suspension
-constexpr double kMinLockWaitMs = 100;
+constexpr double kMinLockWaitMs = 500;
 constexpr LONG kStatusSuccess = 0;
 constexpr int kThreadBasicInformation = 0;
 constexpr int kThreadQuerySetWin32StartAddress = 9;
@@ -333,7 +333,12 @@ void CaptureStack(uint64_t tid, double timeout_ms, const std::string& key, Stack
     return;
   }
   Handle thread(opened);
-  if (GetProcessIdOfThread(thread.get()) != GetCurrentProcessId()) {
+  const DWORD owner = GetProcessIdOfThread(thread.get());
+  if (owner == 0) {
+    SetOsError(result, "GetProcessIdOfThread", GetLastError());
+    return;
+  }
+  if (owner != GetCurrentProcessId()) {  // a thread of another process
     result->error = key.empty() ? "not-found" : "exited";
     return;
   }

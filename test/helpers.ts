@@ -1,5 +1,6 @@
 // Shared test helpers: the native spawner fixture and bounded polling.
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { afterEach, expect } from 'vitest';
@@ -61,10 +62,17 @@ export interface Spawner {
 }
 
 const require = createRequire(import.meta.url);
-/** The fixture addon: node-gyp's build on Linux, the cross-built prebuild (scripts/prebuild.js --fixture) on Windows. */
-export const spawnerPath = require.resolve(
-  process.platform === 'win32' ? './fixtures/spawner/prebuilds/win32-x64/spawner.node' : './fixtures/spawner/build/Release/spawner.node',
-);
+/**
+ * The fixture addon: node-gyp's build on Linux; on Windows the cross-built
+ * prebuild (scripts/prebuild.js --only win32-x64 --fixture) or, where there is
+ * none (a real Windows machine that ran npm run build:fixture), node-gyp's build.
+ */
+export const spawnerPath = (() => {
+  const build = './fixtures/spawner/build/Release/spawner.node';
+  if (process.platform !== 'win32') return require.resolve(build);
+  const prebuild = './fixtures/spawner/prebuilds/win32-x64/spawner.node';
+  return existsSync(fileURLToPath(new URL(prebuild, import.meta.url))) ? require.resolve(prebuild) : require.resolve(build);
+})();
 export const spawner = require(spawnerPath) as Spawner;
 
 /** True when this is Windows Node running under wine (which leaves thread states empty, among others). */

@@ -556,13 +556,16 @@ describe('noThreadLeaks: forms', () => {
   });
 
   it('gives every call its own scope: concurrent and recursive calls', async () => {
-    // Each call starts and joins its own thread; calls overlap in time.
+    // Each call starts and joins its own thread; calls overlap in time, so a
+    // call's scope sees the others' threads until they are joined: a grace
+    // period long enough for the slowest call on a loaded machine (or under
+    // wine, whose timers are coarse), which a clean scope does not wait out.
     const work = noThreadLeaks(async (ms: number) => {
       const { handle } = startNative({ count: 1 });
       await new Promise((resolve) => setTimeout(resolve, ms));
       stopNative(handle);
       return ms;
-    }, raise());
+    }, raise({ gracePeriodMs: 2000 }));
     await expect(Promise.all([work(5), work(10), work(1)])).resolves.toEqual([5, 10, 1]);
     const depth: number[] = [];
     const recurse: (n: number) => number = noThreadLeaks((n: number): number => {

@@ -22,9 +22,9 @@ struct ThreadRecord {
   // Names one thread for its whole life, even when the OS later hands the
   // same id to another thread, and no other thread of the process before or
   // after (Linux: "<tid>@<start ticks>", "#<n>" appended for a tid reused
-  // within one tick; Windows: "<id>@<creation time>", the creation time as
-  // the exact decimal count of 100 ns intervals since 1601-01-01 UTC (the
-  // FILETIME value, no floating point), or "<id>" alone for a thread of
+  // within one tick; Windows: "<id>@<creation time>", the creation time in
+  // ms since the Unix epoch written exactly from the FILETIME's 100 ns count
+  // (fraction digits only where needed, no floating point), or "<id>" alone for a thread of
   // another process that cannot be opened; macOS: "<thread_id>", never reused).
   std::string key;
 };

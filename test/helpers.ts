@@ -86,6 +86,12 @@ export function mainThreadId(): number {
   return process.platform === 'linux' ? process.pid : currentThreadId();
 }
 
+/**
+ * The form of a thread's key: Linux `${tid}@${start ticks}`, Windows
+ * `${id}@${creation time in ms since the epoch}`, exact to 0.1 us.
+ */
+export const KEY_FORM = process.platform === 'win32' ? /^\d+@\d+(\.\d{1,4})?$/ : /^\d+@\d+$/;
+
 /** The fixture's default thread kind on this platform. */
 export const THREAD_KIND = process.platform === 'win32' ? 'win32' : 'pthread';
 

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { threads } from '../src/index.js';
 import { threadKey } from '../src/binding.js';
-import { fixtureThreads, mainThreadId, runInPidNamespace, unshareRefused, waitUntil } from './helpers.js';
+import { fixtureThreads, KEY_FORM, mainThreadId, runInPidNamespace, unshareRefused, waitUntil } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -103,7 +103,7 @@ describe('threadKey(tid)', () => {
     const mainId = mainThreadId();
     expect(listed.filter((t) => tids.includes(t.id) || t.id === mainId)).toHaveLength(4);
     for (const t of listed.filter((t) => tids.includes(t.id) || t.id === mainId)) {
-      expect(t.key).toMatch(/^\d+@\d+$/);
+      expect(t.key).toMatch(KEY_FORM);
       expect(t.key.startsWith(`${t.id}@`)).toBe(true);
       expect(threadKey(t.id)).toBe(t.key);
     }

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { threads, type ThreadInfo } from '../src/index.js';
-import { expectedState, fixtureThreads, isWine, mainThreadId, spawner, waitUntil } from './helpers.js';
+import { expectedState, fixtureThreads, isWine, KEY_FORM, mainThreadId, spawner, waitUntil } from './helpers.js';
 
 const fixture = fixtureThreads();
 const start = fixture.start;
@@ -37,7 +37,7 @@ describe('threads()', () => {
     const now = Date.now();
     for (const t of threads()) {
       expect(Number.isSafeInteger(t.id) && t.id > 0).toBe(true);
-      expect(t.key).toMatch(/^\d+@\d+$/);
+      expect(t.key).toMatch(KEY_FORM);
       expect(typeof t.name).toBe('string');
       expect(STATES).toContain(t.state);
       // Linux: the letter of /proc/<pid>/task/<tid>/stat; Windows: the State, with '/WaitReason' when Waiting.

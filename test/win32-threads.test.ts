@@ -12,6 +12,7 @@ import { Worker } from 'node:worker_threads';
 import { afterEach, describe, expect, it } from 'vitest';
 import { threads, type ThreadInfo } from '../src/index.js';
 import { portableState } from '../src/states.js';
+import { isWine, KEY_FORM } from './helpers.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
@@ -75,10 +76,7 @@ interface Addon {
   prewarmThreadpool(): void;
 }
 
-// TODO: use the Windows test fixture's wineVersion() (ntdll's wine_get_version)
-// once the lead adds it; until then wine is recognised by its environment.
-const underWine =
-  process.platform === 'win32' && (process.env.WINEPREFIX !== undefined || existsSync('Z:\\usr\\lib\\wine'));
+const underWine = isWine;
 
 async function waitUntil(check: () => boolean, timeoutMs = 10_000): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
@@ -119,7 +117,9 @@ describe.runIf(process.platform === 'win32')('Windows thread backend', () => {
     const id = addon().currentThreadId();
     const self = list.find((t) => t.id === id);
     expect(self).toBeDefined();
-    expect(self!.key).toMatch(/^\d+@\d+$/);
+    expect(self!.key).toMatch(KEY_FORM);
+    // The key's time is the start time, in ms since the epoch, written exactly.
+    expect(Number(self!.key.slice(self!.key.indexOf('@') + 1))).toBeCloseTo(self!.startTime!, 3);
     expect(addon().threadKey(id)).toBe(self!.key);
     expect(addon().threadKey(0x7ffffff0)).toBe('');
   });
@@ -220,7 +220,7 @@ describe.runIf(process.platform === 'win32')('Windows thread backend', () => {
         return list.length > 1 && named();
       };
       expect(await waitUntil(listed)).toBe(true);
-      for (const t of list) expect(t.key).toMatch(/^\d+@\d+$/);
+      for (const t of list) expect(t.key).toMatch(KEY_FORM);
       const exited = new Promise((resolve) => child.once('exit', resolve));
       child.kill();
       await exited;

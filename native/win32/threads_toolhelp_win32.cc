@@ -86,9 +86,29 @@ bool CheckProcess(DWORD pid, OsError* error) {
 }  // namespace
 
 std::string KeyOf(uint64_t id, uint64_t create_time_100ns) {
-  char key[48];
-  snprintf(key, sizeof key, "%llu@%llu", static_cast<unsigned long long>(id),
-           static_cast<unsigned long long>(create_time_100ns));
+  char key[64];
+  if (create_time_100ns < kUnixEpochIn100ns) {
+    // Not a real creation time (never seen): still exact, in 100 ns units.
+    snprintf(key, sizeof key, "%llu@%llu00ns", static_cast<unsigned long long>(id),
+             static_cast<unsigned long long>(create_time_100ns));
+    return key;
+  }
+  // Milliseconds since the Unix epoch, written exactly from the integer count:
+  // whole ms, then the 0.1 us digits without trailing zeros.
+  const uint64_t since_epoch = create_time_100ns - kUnixEpochIn100ns;
+  unsigned fraction = static_cast<unsigned>(since_epoch % 10000);
+  int digits = 4;
+  while (digits > 0 && fraction % 10 == 0) {
+    fraction /= 10;
+    digits--;
+  }
+  if (digits == 0) {
+    snprintf(key, sizeof key, "%llu@%llu", static_cast<unsigned long long>(id),
+             static_cast<unsigned long long>(since_epoch / 10000));
+  } else {
+    snprintf(key, sizeof key, "%llu@%llu.%0*u", static_cast<unsigned long long>(id),
+             static_cast<unsigned long long>(since_epoch / 10000), digits, fraction);
+  }
   return key;
 }
 

@@ -30,9 +30,10 @@ inline uint64_t FileTimeValue(const FILETIME& ft) {
   return (static_cast<uint64_t>(ft.dwHighDateTime) << 32) | ft.dwLowDateTime;
 }
 
-// "<id>@<creation time>", the creation time written as the exact decimal
-// count of 100 ns intervals since 1601 (no floating point, so the NT reader,
-// the Toolhelp reader and CurrentThreadKey give identical strings).
+// "<id>@<creation time>", the creation time in ms since the Unix epoch written
+// exactly from the 100 ns count (e.g. "5012@1764640181234.5678"; no floating
+// point, so the NT reader, the Toolhelp reader and CurrentThreadKey give
+// identical strings, and two threads that reuse an id within 1 ms differ).
 std::string KeyOf(uint64_t id, uint64_t create_time_100ns);
 
 // Fills the times of `record` from creation time and CPU times in 100 ns units.

@@ -3,7 +3,7 @@
 // The mapping tests run everywhere; the native ones only on Windows (and under
 // wine here: see /work/shared/notes/windows-under-wine.md).
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -52,11 +52,7 @@ namespace {
 using win32_stack::RawFrame;
 
 constexpr size_t kMaxFrames = 128;
-constexpr size_t kMaxCopyBytes = 1024 * 1024;  // of the stack copied, from RSP upwards
-constexpr size_t kGrowthRoom = 64 * 1024;     // the stack may grow between sizing and suspension
-constexpr double kMinLockWaitMs = 500;
 constexpr LONG kStatusSuccess = 0;
-constexpr int kThreadBasicInformation = 0;
 constexpr int kThreadQuerySetWin32StartAddress = 9;
 
 // THREAD_BASIC_INFORMATION (winternl.h does not define it everywhere).
@@ -147,6 +143,17 @@ void CaptureSelf(StackResult* result) {
 }
 
 #if defined(_M_X64) || defined(__x86_64__)
+
+constexpr size_t kMaxCopyBytes = 1024 * 1024;  // of the stack copied, from RSP upwards
+constexpr size_t kGrowthRoom = 64 * 1024;     // the stack may grow between sizing and suspension
+constexpr double kMinLockWaitMs = 500;
+constexpr int kThreadBasicInformation = 0;
+
+// A thread on its way out (its stack already freed, its context gone) makes
+// the reads fail before its handle is signaled: a failed read is blamed on
+// the exit when the thread ends within kExitWaitMs.
+constexpr DWORD kExitWaitMs = 20;
+bool IsExiting(HANDLE thread) { return WaitForSingleObject(thread, kExitWaitMs) == WAIT_OBJECT_0; }
 
 // Suspensions by this addon take turns (see the header comment).
 SRWLOCK g_suspend_lock = SRWLOCK_INIT;
@@ -264,12 +271,14 @@ void CaptureOther(HANDLE thread, double timeout_ms, std::vector<RawFrame>* raw, 
       }
     }
   }  // resumed, then the turn released
-  if (suspend_failed || (!have_context && HasExited(thread))) {
-    if (HasExited(thread)) {
+  if (!have_context || copy.size == 0) {
+    if (IsExiting(thread)) {
       result->error = "exited";
-    } else {
-      SetOsError(result, "SuspendThread", suspend_error);
+      return;
     }
+  }
+  if (suspend_failed) {
+    SetOsError(result, "SuspendThread", suspend_error);
     return;
   }
   if (!have_context) {

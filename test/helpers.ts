@@ -95,16 +95,22 @@ export const KEY_FORM = process.platform === 'win32' ? /^\d+@\d+(\.\d{1,4})?$/ :
 /** The fixture's default thread kind on this platform. */
 export const THREAD_KIND = process.platform === 'win32' ? 'win32' : 'pthread';
 
-/** The exported entry function of each kind of fixture thread, as attribution names it. */
-export const FIXTURE_ENTRY = {
+/**
+ * The start routine attribution gives each kind of fixture thread: its entry
+ * function. Windows names frames from export tables only, and a std::thread
+ * enters the fixture through runtime code linked into spawner.node itself
+ * (winpthreads and libstdc++ with mingw-w64, the static CRT with MSVC), which
+ * exports no name: the creator module is known, the start routine is not.
+ */
+export const FIXTURE_ENTRY: Readonly<Record<'pthread' | 'std' | 'win32' | 'crt', string | undefined>> = {
   pthread: 'spawner_thread_main',
-  std: 'spawner_std_thread_main',
+  std: process.platform === 'win32' ? undefined : 'spawner_std_thread_main',
   win32: 'spawner_win32_thread_main',
   crt: 'spawner_crt_thread_main',
-} as const;
+};
 
 /** The entry function of the fixture's default kind on this platform. */
-export const DEFAULT_ENTRY: string = FIXTURE_ENTRY[THREAD_KIND];
+export const DEFAULT_ENTRY: string = FIXTURE_ENTRY[THREAD_KIND]!;
 
 /**
  * What a thread state assertion expects: `state` everywhere, except under

@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PISCINA_CREATION_STACK, spawnerPath } from './helpers.js';
+import { FIXTURE_ENTRY, PISCINA_CREATION_STACK, spawnerPath } from './helpers.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const dir = `${root}test/fixtures/runners/build/${process.pid}`;
@@ -149,7 +149,8 @@ function checkMessages(runner: 'jest' | 'vitest', output: string): void {
   expect(realistic).toContain('startPool (file:///app/pool.mjs:4:31)');
   const real = readFileSync(`${dir}/${runner}-real.message.txt`, 'utf8');
   expect(real).toMatch(/^2 threads leaked/);
-  expect(real).toContain(`native, started by spawner_std_thread_main in ${realpathSync(spawnerPath)})`);
+  const entry = FIXTURE_ENTRY.std;
+  expect(real).toContain(`native, ${entry === undefined ? 'started from' : `started by ${entry} in`} ${realpathSync(spawnerPath)})`);
   expect(real).toMatch(/\n {8}#0 /);
   expect(real).toMatch(/\n {6}created at:\n {8}\S/);
   expectPrintedWhole(output, real);

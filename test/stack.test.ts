@@ -60,7 +60,7 @@ describe('threadStack() of a fixture thread', () => {
     // Linux: a libstdc++.so frame; the Windows fixture links libstdc++ statically into spawner.node.
     if (linux) expect(stack.frames.some((f) => f.module !== undefined && /libstdc\+\+\.so/.test(f.module))).toBe(true);
     expect(stack.module).toBe(SPAWNER);
-    expect(stack.startRoutine).toBe('spawner_std_thread_main');
+    expect(stack.startRoutine).toBe(FIXTURE_ENTRY.std);
   });
 
   it('gives the same attribution for every thread of a group', () => {

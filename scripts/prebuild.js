@@ -110,7 +110,9 @@ function buildWin32X64({ sources, out, includes = [], defines = ['NAPI_VERSION=8
   const importLibrary = nodeImportLibrary(toolchain);
   const common = [
     '-std=c++17', '-O2', '-Wall', '-Wextra', '-Werror',
-    '-DNAPI_CPP_EXCEPTIONS', '-DBUILDING_NODE_EXTENSION', ...defines.map((define) => `-D${define}`),
+    '-DNAPI_CPP_EXCEPTIONS', '-DBUILDING_NODE_EXTENSION',
+    // zig's Windows headers predefine _WIN32_WINNT (0x0a00, the same value): redefining it is an error under -Werror.
+    ...defines.filter((define) => toolchain !== 'zig' || !define.startsWith('_WIN32_WINNT=')).map((define) => `-D${define}`),
     `-I${nodeApiHeaders().include}`, `-I${nodeAddonApi()}`, ...includes.map((dir) => `-I${dir}`),
   ];
   mkdirSync(dirname(out), { recursive: true });

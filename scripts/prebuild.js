@@ -16,7 +16,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join, relative } from 'node:path';
+import { basename, dirname, extname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
@@ -119,7 +119,9 @@ function buildWin32X64({ sources, out, includes = [], defines = ['NAPI_VERSION=8
   const partial = `${out}.${process.pid}.tmp`;
   try {
     if (toolchain === 'zig') {
+      // zig writes an import library beside the addon (named after the first source): not part of a prebuild.
       run(ensureZig(), ['c++', '-target', 'x86_64-windows-gnu', ...common, '-shared', '-s', '-o', partial, ...sources, importLibrary]);
+      rmSync(join(dirname(out), `${basename(sources[0], extname(sources[0]))}.lib`), { force: true });
     } else {
       run(MINGW.cxx, [...common, '-shared', '-static', '-s', '-o', partial, ...sources, importLibrary]);
     }

@@ -222,18 +222,14 @@ const RECOVERED_FRAMES = '; frames recovered from what the kernel shows: its PC 
 
 /** The `error` of a NativeStack: why its frames are missing or partial, and what was still recovered. */
 export function formatStackError(threadId: number, data: StackErrorData): string {
+  const gone = threadGoneText(threadId, data);
+  if (gone !== undefined) return gone;
   if (data.platform === 'win32') return formatWindowsStackError(threadId, data);
   const { code, detail, signal, timeoutMs } = data;
   const probe = signal ? `the stack probe (signal ${signal})` : 'the stack probe';
   let text: string;
   let detailUsed = false;
   switch (code) {
-    case 'not-found':
-      text = `thread ${threadId} is not a thread of this process`;
-      break;
-    case 'exited':
-      text = `thread ${threadId} exited before its stack could be read`;
-      break;
     case 'signal-blocked':
       text = `thread ${threadId} blocks ${probe}, as libraries often do in their worker threads`;
       break;
@@ -275,8 +271,17 @@ export function formatStackError(threadId: number, data: StackErrorData): string
       text = `the stack of thread ${threadId} could not be captured (${code})`;
   }
   if (detail && !detailUsed) text += `: ${detail}`;
-  if (code === 'not-found' || code === 'exited' || code === 'unsupported') return text;
+  if (code === 'unsupported') return text;
   return data.recoveredFrames > 0 ? `${text}${RECOVERED_FRAMES}` : `${text}; no frames recovered: the kernel shows no stack pointer while a thread runs`;
+}
+
+/** The id names no thread to read (on every platform): nothing else to say. */
+function threadGoneText(threadId: number, { code, detail }: StackErrorData): string | undefined {
+  let text: string;
+  if (code === 'not-found') text = `thread ${threadId} is not a thread of this process`;
+  else if (code === 'exited') text = `thread ${threadId} exited before its stack could be read`;
+  else return undefined;
+  return detail ? `${text}: ${detail}` : text;
 }
 
 // Windows reads a stack by suspending the thread (native/win32/stack_win32.cc):
@@ -287,12 +292,6 @@ function formatWindowsStackError(threadId: number, data: StackErrorData): string
   let text: string;
   let detailUsed = false;
   switch (code) {
-    case 'not-found':
-      text = `thread ${threadId} is not a thread of this process`;
-      break;
-    case 'exited':
-      text = `thread ${threadId} exited before its stack could be read`;
-      break;
     case 'busy':
       text = `other stack captures kept threads of this process suspended for the whole ${Math.max(data.timeoutMs, 500)} ms (captures suspend one thread at a time)`;
       break;
@@ -307,7 +306,7 @@ function formatWindowsStackError(threadId: number, data: StackErrorData): string
       text = `the stack of thread ${threadId} could not be captured (${code})`;
   }
   if (detail && !detailUsed) text += `: ${detail}`;
-  if (code === 'not-found' || code === 'exited' || code === 'unsupported') return text;
+  if (code === 'unsupported') return text;
   return data.recoveredFrames > 0 ? `${text}; only its program counter was recovered` : `${text}; no frames recovered`;
 }
 

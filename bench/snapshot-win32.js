@@ -19,7 +19,8 @@
 // Run on Windows: `node bench/snapshot-win32.js` (after the addon and
 // bench/build/win32-x64/parked.node are built). On Linux the same command
 // cross-builds parked.node with mingw-w64 and runs itself under wine with
-// BENCH_NODE_EXE (default: the Node 22 node.exe of /tmp/nodewin), output in
+// BENCH_NODE_EXE (default: the Node 22 node.exe and the wine prefix that
+// scripts/test-wine.sh caches in .cache/wine/; run `npm run test:wine -- 22` once first), output in
 // bench/build/snapshot-win32.txt.
 // Knobs: BENCH_COUNTS=10,100,1000  BENCH_ROUNDS=5  BENCH_BUDGET_MS=300.
 import { spawnSync } from 'node:child_process';
@@ -59,8 +60,8 @@ function buildAndRunUnderWine() {
     `-I${headers}`, '-o', parkedPath, join(here, 'parked_win32.c'), importLibrary,
   ], { stdio: 'inherit' });
   if (cc.status !== 0) fail('could not build bench/parked_win32.c with x86_64-w64-mingw32-gcc-posix');
-  const nodeExe = process.env.BENCH_NODE_EXE ?? '/tmp/nodewin/n22.23.3/package/bin/node.exe';
-  if (!existsSync(nodeExe)) fail(`no Windows node.exe at ${nodeExe} (set BENCH_NODE_EXE)`);
+  const nodeExe = process.env.BENCH_NODE_EXE ?? join(root, '.cache', 'wine', 'node', '22', 'node.exe');
+  if (!existsSync(nodeExe)) fail(`no Windows node.exe at ${nodeExe} (run \`npm run test:wine -- 22\` once, or set BENCH_NODE_EXE)`);
   const out = join(here, 'build', 'snapshot-win32.txt');
   // node.exe under wine dies on a pipe for stdout: write to a file.
   const r = spawnSync('sh', ['-c', `"$WINE" "$NODE_EXE" "$SCRIPT" > "$OUT" 2>&1`], {
@@ -69,7 +70,7 @@ function buildAndRunUnderWine() {
       ...process.env,
       WINE: process.env.WINE ?? '/usr/lib/wine/wine64',
       WINEDEBUG: '-all',
-      WINEPREFIX: process.env.WINEPREFIX ?? '/tmp/wpfx',
+      WINEPREFIX: process.env.WINEPREFIX ?? join(root, '.cache', 'wine', 'prefix'),
       WINEDLLOVERRIDES: 'bcryptprimitives=n,b',
       PREBUILDS_ONLY: '1', // build/Release holds the Linux addon: node-gyp-build must not pick it
       NODE_EXE: nodeExe,

@@ -69,11 +69,17 @@ function runModule(code: string, flags: string[] = []) {
   mkdirSync(exampleDir, { recursive: true });
   const file = join(exampleDir, `example-${process.pid}-${examples++}.mjs`);
   writeFileSync(file, code);
-  const result = spawnSync(process.execPath, [...flags, file], {
-    cwd: root, // 'threadleak' resolves to this package by its own name
-    encoding: 'utf8',
-    timeout: 30_000,
-  });
+  const run = () =>
+    spawnSync(process.execPath, [...flags, file], {
+      cwd: root, // 'threadleak' resolves to this package by its own name
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+  // A child that could not be started at all (wine under load failed a process creation once, after
+  // 59 ms, with no output) is started again, twice at most; a child that ran is never run again.
+  let result = run();
+  for (let retry = 0; retry < 2 && result.error !== undefined && result.pid === 0; retry++) result = run();
+  if (result.error !== undefined) throw new Error(`node ${file} could not be run: ${result.error.message}`);
   return { ...result, file };
 }
 

@@ -23,7 +23,8 @@ export interface SpawnOptions {
    * Linux: 'pthread' (default), 'std' (std::thread), 'local' (a pthread entry
    * that is not exported) or 'nocfi' (a pthread whose body is called through
    * code without unwind tables). Windows: 'win32' (CreateThread, default),
-   * 'crt' (_beginthreadex) or 'std'. `THREAD_KIND` is the default of this
+   * 'crt' (_beginthreadex), 'std' or 'nocfi' (CreateThread, the body called
+   * through x64 code without unwind information). `THREAD_KIND` is the default of this
    * platform; `FIXTURE_ENTRY` names the entry of each kind.
    */
   kind?: 'pthread' | 'std' | 'local' | 'nocfi' | 'win32' | 'crt';

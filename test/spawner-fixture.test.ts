@@ -35,7 +35,6 @@ describe('the spawner fixture', () => {
           ['stackKb', { stackKb: 64 }],
           ['headroomKb', { headroomKb: 4 }],
           ['local', { kind: 'local' }],
-          ['nocfi', { kind: 'nocfi' }],
           ['pthread', { kind: 'pthread' }],
         ]
       : [

@@ -133,6 +133,30 @@ describe('code without unwind tables', () => {
     expect([stack.module, stack.startRoutine]).toEqual([SPAWNER, 'spawner_nocfi_thread_main']);
   });
 
+  // Windows x64: such a caller is no leaf (it called the body), so its return
+  // address is not at RSP: one frame-pointer step passes it. V8 runs every
+  // garbage collection of a busy isolate under such code (its register-pushing
+  // trampoline in node.exe has no unwind information).
+  it.runIf(process.platform === 'win32')('unwinds through a caller without unwind information by its frame pointer, to the thread’s entry', () => {
+    const { tids } = start({ count: 1, kind: 'nocfi' });
+    for (const timeoutMs of [0, 1000]) {
+      const stack = threadStack(tids[0]!, { timeoutMs });
+      expect(stack.error).toBeUndefined();
+      const names = symbols(stack);
+      const body = names.indexOf('spawner_thread_body');
+      expect(body).toBeGreaterThan(0);
+      // The caller without unwind information: in the fixture (a GCC or clang
+      // build) or in memory no module holds (an MSVC build writes it there),
+      // and never named after the export just before it.
+      const caller = stack.frames[body + 1]!;
+      expect([undefined, SPAWNER]).toContain(caller.module);
+      expect(caller.symbol).toBeUndefined();
+      expect(names[body + 2]).toBe('spawner_nocfi_thread_main');
+      expect(names.at(-1)).toBe('RtlUserThreadStart');
+      expect([stack.module, stack.startRoutine]).toEqual([SPAWNER, 'spawner_nocfi_thread_main']);
+    }
+  });
+
   it('does not scan a stack that was unwound to the thread’s entry', () => {
     const { tids } = start({ count: 1 });
     const stack = threadStack(tids[0]!, { timeoutMs: 1000 });

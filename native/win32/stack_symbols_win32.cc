@@ -17,7 +17,9 @@
 //    functions are not exported. Where the image has unwind tables (.pdata,
 //    x64 and ARM64), the function that contains the address is known; an
 //    export that starts before that function is not the address's function,
-//    and the frame is then named module+offset instead.
+//    and the frame is then named module+offset instead. An address no table
+//    entry holds (a leaf, hand-written assembly) is not named after an export
+//    either when a function the table lists ends between the two.
 //  - Exports that forward to another DLL (their address lies inside the
 //    export directory and names the target) are not code: skipped.
 //  - GetModuleFileNameW may return a \\?\ (or \\?\UNC\) long-path prefix:
@@ -47,6 +49,10 @@ struct Module {
   std::string path;
   bool exports_read = false;
   std::vector<Export> exports;  // sorted by rva
+#if defined(_M_X64) || defined(__x86_64__)
+  const RUNTIME_FUNCTION* functions = nullptr;  // the image's .pdata, sorted by BeginAddress
+  size_t function_count = 0;
+#endif
 };
 
 std::string Utf8(const wchar_t* text, int length) {
@@ -89,6 +95,15 @@ void ReadExports(Module* m) {
   const auto* nt = reinterpret_cast<const IMAGE_NT_HEADERS*>(base + dos->e_lfanew);
   if (nt->Signature != IMAGE_NT_SIGNATURE || nt->OptionalHeader.Magic != IMAGE_NT_OPTIONAL_HDR_MAGIC) return;
   const uint64_t image_size = nt->OptionalHeader.SizeOfImage;
+#if defined(_M_X64) || defined(__x86_64__)
+  if (nt->OptionalHeader.NumberOfRvaAndSizes > IMAGE_DIRECTORY_ENTRY_EXCEPTION) {
+    const IMAGE_DATA_DIRECTORY& pdata = nt->OptionalHeader.DataDirectory[IMAGE_DIRECTORY_ENTRY_EXCEPTION];
+    if (pdata.VirtualAddress != 0 && Inside(pdata.VirtualAddress, pdata.Size, image_size)) {
+      m->functions = reinterpret_cast<const RUNTIME_FUNCTION*>(base + pdata.VirtualAddress);
+      m->function_count = pdata.Size / sizeof(RUNTIME_FUNCTION);
+    }
+  }
+#endif
   if (nt->OptionalHeader.NumberOfRvaAndSizes <= IMAGE_DIRECTORY_ENTRY_EXPORT) return;
   const IMAGE_DATA_DIRECTORY& dir = nt->OptionalHeader.DataDirectory[IMAGE_DIRECTORY_ENTRY_EXPORT];
   if (dir.VirtualAddress == 0 || !Inside(dir.VirtualAddress, sizeof(IMAGE_EXPORT_DIRECTORY), image_size)) return;
@@ -143,6 +158,23 @@ int64_t FunctionStart(uintptr_t address) {
 #endif
 }
 
+// True when a function of the image's table ends after `export_rva` and at
+// or before `rva`: the export then names code before the address, not the
+// code holding it.
+bool FunctionEndsBetween(const Module& m, uint64_t export_rva, uint64_t rva) {
+#if defined(_M_X64) || defined(__x86_64__)
+  const RUNTIME_FUNCTION* end = m.functions + m.function_count;
+  const RUNTIME_FUNCTION* next = std::upper_bound(
+      m.functions, end, rva, [](uint64_t value, const RUNTIME_FUNCTION& f) { return value < f.BeginAddress; });
+  if (next == m.functions) return false;
+  const RUNTIME_FUNCTION& before = next[-1];  // the last one that begins at or before rva
+  return before.EndAddress > export_rva && before.EndAddress <= rva;
+#else
+  (void)m, (void)export_rva, (void)rva;
+  return false;
+#endif
+}
+
 class Symbolizer {
  public:
   Symbolizer() = default;
@@ -169,7 +201,9 @@ class Symbolizer {
     if (it == m->exports.begin()) return f;
     --it;
     const int64_t function = FunctionStart(lookup);
-    if (function >= 0 && static_cast<int64_t>(it->rva) < function) return f;  // inside a later, unexported function
+    if (function >= 0 ? static_cast<int64_t>(it->rva) < function : FunctionEndsBetween(*m, it->rva, rva)) {
+      return f;  // inside a later, unexported function
+    }
     f.symbol = it->name;
     f.offset = raw.address - (m->base + it->rva);
     return f;

@@ -17,9 +17,17 @@
 //    summed up (how far above its frame base the unwinder may read) and the
 //    walk stops unless that whole range lies inside the copy (plus its zeroed
 //    slack).
-//  - Code without unwind information is a leaf function (no stack frame of
-//    its own): its return address is at RSP. JIT code is not such a leaf, but
-//    V8 registers unwind information for its code on Windows x64.
+//  - Code without unwind information is, by the x64 ABI, a leaf function (no
+//    stack frame of its own): its return address is at RSP. That holds for the
+//    innermost frame only. Further out, code without unwind information has
+//    called something, so it is no leaf: it is hand-written assembly (V8's
+//    PushAllRegistersAndIterateStack, under every garbage collection of a
+//    busy isolate, pushes every callee-saved register and sixteen XMM
+//    registers and has no .pdata entry) or JIT code no table describes.
+//    Such code keeps RBP as a frame pointer, so the walk takes one
+//    frame-pointer step there ([RBP] the caller's RBP, [RBP+8] the return
+//    address), and stops if RBP does not point into the copy above RSP.
+//    Reading RSP there instead reads a saved register (a NaN's bits, say).
 //  - The walk stops at RIP 0 (RtlUserThreadStart's caller), when RSP leaves
 //    the copy, when a step makes no progress, and after max_frames frames.
 //  - The unwind tables read here belong to modules the thread was running in
@@ -144,12 +152,21 @@ bool UnwindCopy(const void* context, const StackCopy& copy, size_t max_frames, s
     if (sp < lo || sp + 8 > hi) break;
     DWORD64 image_base = 0;
     RUNTIME_FUNCTION* entry = RtlLookupFunctionEntry(pc, &image_base, nullptr);
-    if (entry == nullptr) {
+    if (entry == nullptr && n == 0) {
       // A leaf function: the return address is at RSP.
       DWORD64 ret;
       memcpy(&ret, reinterpret_cast<const void*>(sp), sizeof ret);
       c.Rip = ret;
       c.Rsp = sp + 8;
+    } else if (entry == nullptr) {
+      // A caller without unwind information: one frame-pointer step.
+      const DWORD64 fp = c.Rbp;
+      if (fp < sp || fp < lo || fp + 16 > hi) break;
+      DWORD64 saved[2];  // the caller's RBP, the return address
+      memcpy(saved, reinterpret_cast<const void*>(fp), sizeof saved);
+      c.Rbp = saved[0];
+      c.Rip = saved[1];
+      c.Rsp = fp + 16;
     } else {
       UnwindSummary s;
       if (!Summarize(image_base, entry, &s)) break;

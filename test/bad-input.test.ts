@@ -1,11 +1,10 @@
 // Bad input is a TypeError (code ERR_INVALID_ARG_VALUE) that names the value,
 // or an error with a stable code that says whose fault it is; never a silent
 // no-op, never half-done (issue 8, "Bad input").
-import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { LeakTracker, noResourceLeaks, noThreadLeaks, threads, threadStack } from '../src/index.js';
-import { fixtureThreads, mainThreadId } from './helpers.js';
+import { fixtureThreads, mainThreadId, runNode } from './helpers.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const fixture = fixtureThreads();
@@ -91,7 +90,7 @@ describe('an unsupported platform', () => {
       });
       worker.terminate().then(() => console.log(JSON.stringify({ live: tracker.live().length, errors })));
     `;
-    const result = spawnSync(process.execPath, ['-e', source], { cwd: root, encoding: 'utf8', timeout: 30_000 });
+    const result = runNode(['-e', source], { cwd: root, timeout: 30_000 });
     expect(result.stderr).toBe('');
     const { live, errors } = JSON.parse(result.stdout);
     expect(live).toBe(1);

@@ -1,11 +1,11 @@
 // The forms that need a compiler (TC39 decorators, `using`) and the ones that
 // need a fresh process (the first use of the libuv threadpool).
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 // The compiled fixture imports the built package, so this file does too.
 import { ResourceLeakError, ThreadLeakError } from 'threadleak';
-import { fixtureThreads } from './helpers.js';
+import { fixtureThreads, runNode } from './helpers.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const fixture = fixtureThreads();
@@ -91,10 +91,9 @@ function runFresh(body: string, env: Record<string, string> = {}, type: 'commonj
     })().catch((error) => {
       console.log(JSON.stringify({ clean: false, code: error.code, message: error.message }));
     });`;
-  const result = spawnSync(process.execPath, ['--input-type=' + type, '-e', script], {
+  const result = runNode(['--input-type=' + type, '-e', script], {
     cwd: root,
     env: { ...process.env, ...env },
-    encoding: 'utf8',
   });
   expect(result.stderr).not.toMatch(/Error/);
   return JSON.parse(result.stdout.trim().split('\n').pop()!);

@@ -1,11 +1,24 @@
 // Shared test helpers: the native spawner fixture and bounded polling.
-import { spawnSync } from 'node:child_process';
+import { spawnSync, type SpawnSyncOptions, type SpawnSyncReturns } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { afterEach, expect } from 'vitest';
 import { currentThreadId } from '../src/binding.js';
 import { threadStack, type NativeStack } from '../src/index.js';
+
+/**
+ * Runs this process's Node with `args` to its end (spawnSync, UTF-8 output). A
+ * child that could not be started at all (no pid: wine under load once failed
+ * a process creation after 59 ms, with no output) is started again, twice at
+ * most; a child that ran is never run again.
+ */
+export function runNode(args: readonly string[], options: Omit<SpawnSyncOptions, 'encoding'> = {}): SpawnSyncReturns<string> {
+  const run = () => spawnSync(process.execPath, args, { ...options, encoding: 'utf8' });
+  let result = run();
+  for (let retry = 0; retry < 2 && result.error !== undefined && result.pid === 0; retry++) result = run();
+  return result;
+}
 
 /**
  * Options of the spawner fixture. Linux: spawner.cc; Windows: spawner_win32.cc,

@@ -3,9 +3,9 @@
 // noted (its creation stack), never matched to an OS thread on the spot. The
 // addon loads at the first thread function or scope. Each case runs in a
 // fresh process against the built package, through its public entry points.
-import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
+import { runNode } from './helpers.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
@@ -45,7 +45,7 @@ function runChild(body: string, esm = false): Record<string, unknown> {
     ? `import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);\n${PROBE}\n${body}`
     : `${PROBE}\n(async () => {\n${body}\n})().catch((error) => { console.error(error); process.exit(1); });`;
   const args = esm ? ['--input-type=module', '-e', source] : ['-e', source];
-  const result = spawnSync(process.execPath, args, { cwd: root, encoding: 'utf8', timeout: 30_000 });
+  const result = runNode(args, { cwd: root, timeout: 30_000 });
   expect(result.stderr).toBe('');
   expect(result.status).toBe(0);
   return JSON.parse(result.stdout.trim().split('\n').at(-1)!);

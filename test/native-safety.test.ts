@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { threads } from '../src/index.js';
-import { isWine, spawner, spawnerPath } from './helpers.js';
+import { isWine, runNode, spawner, spawnerPath } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 // Worker start-up and termination are slow on some majors (Node 22 took 11-18 s
@@ -23,8 +23,7 @@ function runChild(script: string, timeoutMs = 60_000, env: Record<string, string
     const ADDON = createRequire(ROOT + '/package.json')('node-gyp-build')(ROOT);
     const SPAWNER = require(${JSON.stringify(spawnerPath)});
   `;
-  const child = spawnSync(process.execPath, ['-e', prelude + script], {
-    encoding: 'utf8',
+  const child = runNode(['-e', prelude + script], {
     timeout: timeoutMs,
     env: { ...process.env, ...env },
   });

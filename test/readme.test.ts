@@ -2,14 +2,13 @@
 // they print: each is executed in a fresh process against the built package,
 // and its output is checked against the README's own "prints" block or the
 // values its comments give (durations, times and paths vary by run).
-import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { isWine } from './helpers.js';
+import { isWine, runNode } from './helpers.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
@@ -69,16 +68,10 @@ function runModule(code: string, flags: string[] = []) {
   mkdirSync(exampleDir, { recursive: true });
   const file = join(exampleDir, `example-${process.pid}-${examples++}.mjs`);
   writeFileSync(file, code);
-  const run = () =>
-    spawnSync(process.execPath, [...flags, file], {
-      cwd: root, // 'threadleak' resolves to this package by its own name
-      encoding: 'utf8',
-      timeout: 30_000,
-    });
-  // A child that could not be started at all (wine under load failed a process creation once, after
-  // 59 ms, with no output) is started again, twice at most; a child that ran is never run again.
-  let result = run();
-  for (let retry = 0; retry < 2 && result.error !== undefined && result.pid === 0; retry++) result = run();
+  const result = runNode([...flags, file], {
+    cwd: root, // 'threadleak' resolves to this package by its own name
+    timeout: 30_000,
+  });
   if (result.error !== undefined) throw new Error(`node ${file} could not be run: ${result.error.message}`);
   return { ...result, file };
 }

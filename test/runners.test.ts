@@ -6,11 +6,10 @@
 // A tiny project is generated, with one test that throws a ThreadLeakError
 // built from a realistic report and one that really leaks a std::thread of
 // the fixture and a Worker; each writes its message to a file beside it.
-import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FIXTURE_ENTRY, PISCINA_CREATION_STACK, spawnerPath } from './helpers.js';
+import { FIXTURE_ENTRY, PISCINA_CREATION_STACK, runNode, spawnerPath } from './helpers.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const dir = `${root}test/fixtures/runners/build/${process.pid}`;
@@ -97,9 +96,8 @@ const NODE21_SHIM = process.versions.node.startsWith('21.') ? ['--import', `${ro
 
 function run(command: string, args: string[]): string {
   const shim = command.includes('vitest') ? NODE21_SHIM : [];
-  const result = spawnSync(process.execPath, [...shim, command, ...args], {
+  const result = runNode([...shim, command, ...args], {
     cwd: dir,
-    encoding: 'utf8',
     timeout: RUNNER_TIMEOUT_MS,
     env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0', CI: '1' },
   });

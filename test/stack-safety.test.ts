@@ -2,13 +2,12 @@
 // small stack, taking signals with sigwaitinfo, blocking signals after an
 // answer, in uninterruptible sleep, and captures from several Workers at once. What could crash the
 // process runs in a child process of its own.
-import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { threads, threadStack } from '../src/index.js';
-import { CHILD_PRELUDE, DEFAULT_ENTRY, fixtureThreads, SLACK_MS, spawner, timed, waitUntil } from './helpers.js';
+import { CHILD_PRELUDE, DEFAULT_ENTRY, fixtureThreads, runNode, SLACK_MS, spawner, timed, waitUntil } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -36,7 +35,7 @@ describe.runIf(process.platform === 'linux')('threads the probe must not disturb
       }
       console.log(JSON.stringify(out));
     `;
-    const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
+    const child = runNode(['-e', script], { timeout: 30_000 });
     expect({ stderr: child.stderr, status: child.status, signal: child.signal }).toEqual({ stderr: '', status: 0, signal: null });
     const results = JSON.parse(child.stdout) as Record<string, { frames: { symbol?: string; scanned?: boolean }[]; error?: string; detail?: string }[]>;
     // How much a signal needs depends on the CPU's register state (AVX-512,
@@ -70,7 +69,7 @@ describe.runIf(process.platform === 'linux')('threads the probe must not disturb
       }
       console.log(JSON.stringify(out));
     `;
-    const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
+    const child = runNode(['-e', script], { timeout: 30_000 });
     expect({ stderr: child.stderr, status: child.status, signal: child.signal }).toEqual({ stderr: '', status: 0, signal: null });
     const results = JSON.parse(child.stdout) as Record<string, { frames: { symbol?: string; scanned?: boolean }[]; error?: string }[]>;
     for (const [headroomKb, rs] of Object.entries(results)) {
@@ -94,7 +93,7 @@ describe.runIf(process.platform === 'linux')('threads the probe must not disturb
       spawner.stop(handle);
       console.log(JSON.stringify(results));
     `;
-    const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
+    const child = runNode(['-e', script], { timeout: 30_000 });
     expect({ stderr: child.stderr, status: child.status, signal: child.signal }).toEqual({ stderr: '', status: 0, signal: null });
     for (const r of JSON.parse(child.stdout) as { frames: { symbol?: string }[]; error?: string }[]) {
       expect(r.error).toBeUndefined();

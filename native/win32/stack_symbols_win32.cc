@@ -47,7 +47,7 @@ struct Export {
 struct Module {
   uintptr_t base = 0;
   std::string path;
-  bool exports_read = false;
+  bool tables_read = false;
   std::vector<Export> exports;  // sorted by rva
 #if defined(_M_X64) || defined(__x86_64__)
   const RUNTIME_FUNCTION* functions = nullptr;  // the image's .pdata, sorted by BeginAddress
@@ -87,8 +87,10 @@ std::string ModulePath(HMODULE module) {
 // True when [rva, rva + size) lies inside an image of `image_size` bytes.
 bool Inside(uint64_t rva, uint64_t size, uint64_t image_size) { return rva <= image_size && size <= image_size - rva; }
 
-void ReadExports(Module* m) {
-  m->exports_read = true;
+// Reads the module's export table and, on x64, where its unwind table (.pdata)
+// lies. Once per module and call.
+void ReadTables(Module* m) {
+  m->tables_read = true;
   const auto* base = reinterpret_cast<const BYTE*>(m->base);
   const auto* dos = reinterpret_cast<const IMAGE_DOS_HEADER*>(base);
   if (dos->e_magic != IMAGE_DOS_SIGNATURE || dos->e_lfanew <= 0 || dos->e_lfanew > 64 * 1024) return;
@@ -194,7 +196,7 @@ class Symbolizer {
     f.module = m->path;
     f.has_offset = true;
     f.offset = raw.address - m->base;
-    if (!m->exports_read) ReadExports(m);
+    if (!m->tables_read) ReadTables(m);
     const uint64_t rva = lookup - m->base;
     auto it = std::upper_bound(m->exports.begin(), m->exports.end(), rva,
                                [](uint64_t value, const Export& e) { return value < e.rva; });

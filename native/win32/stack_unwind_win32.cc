@@ -161,7 +161,7 @@ bool UnwindCopy(const void* context, const StackCopy& copy, size_t max_frames, s
     } else if (entry == nullptr) {
       // A caller without unwind information: one frame-pointer step.
       const DWORD64 fp = c.Rbp;
-      if (fp < sp || fp < lo || fp + 16 > hi) break;
+      if (fp < sp || fp + 16 > hi) break;  // sp >= lo was checked above
       DWORD64 saved[2];  // the caller's RBP, the return address
       memcpy(saved, reinterpret_cast<const void*>(fp), sizeof saved);
       c.Rbp = saved[0];

@@ -30,25 +30,36 @@ const start = (options: SigwaitOptions | { count: number; idle?: boolean; spin?:
   fixture.start(options as Parameters<typeof fixture.start>[0]);
 const probesTaken = (handle: number) => (spawner.stats(handle) as unknown as { probesTaken: number }).probesTaken;
 
-/** One busy-looping child process per CPU, each ending by itself after `lifetimeMs` at most. */
-function busyCpus(lifetimeMs: number): { stop(): Promise<void> } {
+/**
+ * One busy-looping child process per CPU, each ending by itself after
+ * `lifetimeMs` at most. kill() frees the CPUs at once; ended() waits (10 s at
+ * most) until Node has seen them end. Call ended() only once this file's own
+ * threads are stopped: 200 sigwait threads waking every millisecond keep the
+ * main thread off the CPU for seconds under load (6 s seen with two busy
+ * loops beside the test), and it must run for Node to see a child end.
+ */
+function busyCpus(lifetimeMs: number): { kill(): void; ended(): Promise<void> } {
   const children: ChildProcess[] = [];
   for (let i = 0; i < availableParallelism(); i++) {
     children.push(spawn(process.execPath, ['-e', `const end = Date.now() + ${lifetimeMs}; while (Date.now() < end) {}`], {
       stdio: 'ignore',
     }));
   }
+  const exits = children.map((child) => new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve();
+    else child.once('exit', () => resolve());
+  }));
   return {
-    /** Kills them and waits (10 s at most) until Node has seen them end. */
-    async stop() {
-      await Promise.all(children.map((child) => new Promise<void>((resolve, reject) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        const bound = setTimeout(() => reject(new Error(`busy child ${child.pid} not seen to end in 10 s`)), 10_000);
-        child.once('exit', () => {
+    kill() {
+      for (const child of children) child.kill('SIGKILL');
+    },
+    async ended() {
+      await Promise.all(exits.map((exit, i) => new Promise<void>((resolve, reject) => {
+        const bound = setTimeout(() => reject(new Error(`busy child ${children[i]!.pid} not seen to end in 10 s`)), 10_000);
+        void exit.then(() => {
           clearTimeout(bound);
           resolve();
         });
-        child.kill('SIGKILL');
       })));
     },
   };
@@ -62,23 +73,29 @@ describe.runIf(process.platform === 'linux')('threads that wait for signals with
     const busy = busyCpus(60_000);
     const groups: number[] = [];
     const outcomes: Record<string, number> = {};
+    let taken: number;
     try {
-      for (let round = 0; round < 10; round++) {
-        // Waits of 1 ms: a thread is often just out of one, not yet running.
-        const { handle, tids } = start({ count: 20, sigwait: true, sigwaitMs: 1 });
-        groups.push(handle);
-        for (const tid of tids) {
-          const stack = threadStack(tid, { timeoutMs: 200 });
-          const key = stackOutcome(stack);
-          outcomes[key] = (outcomes[key] ?? 0) + 1;
+      try {
+        for (let round = 0; round < 10; round++) {
+          // Waits of 1 ms: a thread is often just out of one, not yet running.
+          const { handle, tids } = start({ count: 20, sigwait: true, sigwaitMs: 1 });
+          groups.push(handle);
+          for (const tid of tids) {
+            const stack = threadStack(tid, { timeoutMs: 200 });
+            const key = stackOutcome(stack);
+            outcomes[key] = (outcomes[key] ?? 0) + 1;
+          }
         }
+      } finally {
+        busy.kill();
       }
+      // A probe taken by a wait is counted once the thread runs again.
+      await pause(50);
+      taken = groups.reduce((sum, handle) => sum + probesTaken(handle), 0);
     } finally {
-      await busy.stop();
+      fixture.stopAll();
+      await busy.ended();
     }
-    // A probe taken by a wait is counted once the thread runs again.
-    await pause(50);
-    const taken = groups.reduce((sum, handle) => sum + probesTaken(handle), 0);
     expect(taken).toBe(0);
     // Each capture refused the probe: seen in its wait ('blocks'), or, starved
     // of CPU on a busy machine, never seen where a probe is safe ('was not
@@ -124,17 +141,24 @@ describe.runIf(process.platform === 'linux')('threads that wait for signals with
         mine[key] = (mine[key] ?? 0) + 1;
       }
     } finally {
+      busy.kill();
       const done = new Promise<Record<string, number>>((resolve) => worker.once('message', resolve));
       worker.postMessage('stop');
       workerOutcomes = await done;
       await worker.terminate();
-      await busy.stop();
     }
-    await pause(50);
+    let taken: number;
+    try {
+      await pause(50);
+      taken = probesTaken(sigwait.handle);
+    } finally {
+      fixture.stopAll();
+      await busy.ended();
+    }
     // Not one capture of the parked thread waited for another's probe
     // ('busy': held for its whole 300 ms), and no probe was taken.
     expect(Object.keys(workerOutcomes)).toEqual(['ok']);
-    expect(probesTaken(sigwait.handle)).toBe(0);
+    expect(taken).toBe(0);
     expect(Object.keys(mine).every((k) => ['ok', 'blocks the stack probe', 'did not answer the stack probe', 'was not probed'].includes(k)), JSON.stringify(mine)).toBe(true);
   });
 });

@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "threadleak",
-      "sources": ["native/addon.cc"],
+      "sources": ["native/addon.cc", "native/exit_watchdog.cc"],
       "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],
       "defines": ["NAPI_VERSION=8"],
       "include_dirs": ["native"],
@@ -15,7 +15,7 @@
                       "native/linux/stack_elf_linux.cc", "native/linux/procfs_linux.cc",
                       "native/linux/stat_fd_cache_linux.cc"],
           "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-fvisibility=hidden"],
-          "ldflags": ["-Wl,-z,now"]
+          "ldflags": ["-Wl,-z,now", "-Wl,-z,nodelete"]
         }],
         ["OS=='win'", {
           "sources": ["native/win32/threads_win32.cc", "native/win32/threads_toolhelp_win32.cc",

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "exit_watchdog.h"
 #include "stack.h"
 #include "threads.h"
 
@@ -168,12 +169,45 @@ Napi::Value CaptureStack(const Napi::CallbackInfo& info) {
   return result;
 }
 
+// armExitWatchdog(timeoutMs: number, heading: string) -> { threadId } | { error: string }
+// Started from the 'exit' event by threadleak/register; see exit_watchdog.cc.
+Napi::Value ArmExitWatchdog(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsString()) {
+    throw Napi::TypeError::New(env, "armExitWatchdog(timeoutMs, heading): a number and a string");
+  }
+  const double timeout_ms = info[0].As<Napi::Number>().DoubleValue();
+  if (!(timeout_ms >= 0 && timeout_ms <= 86400000.0)) {
+    throw Napi::RangeError::New(env, "armExitWatchdog(timeoutMs, heading): timeoutMs from 0 to 86400000");
+  }
+  std::string error;
+  const uint64_t tid = threadleak::ArmExitWatchdog(timeout_ms, info[1].As<Napi::String>().Utf8Value(),
+                                                   threadleak::CurrentThreadId(), &error);
+  Napi::Object result = Napi::Object::New(env);
+  if (!error.empty()) {
+    result.Set("error", error);
+  } else {
+    result.Set("threadId", static_cast<double>(tid));
+  }
+  return result;
+}
+
+// processOnce(name: string) -> boolean: true the first time in this process.
+Napi::Value ProcessOnce(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "processOnce(name): a string");
+  return Napi::Boolean::New(env, threadleak::ProcessOnce(info[0].As<Napi::String>().Utf8Value()));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  threadleak::KeepAddonLoaded();
   exports.Set("listThreads", Napi::Function::New(env, ListThreads, "listThreads"));
   exports.Set("threadKey", Napi::Function::New(env, ThreadKey, "threadKey"));
   exports.Set("currentThreadId", Napi::Function::New(env, CurrentThreadId, "currentThreadId"));
   exports.Set("prewarmThreadpool", Napi::Function::New(env, PrewarmThreadpool, "prewarmThreadpool"));
   exports.Set("captureStack", Napi::Function::New(env, CaptureStack, "captureStack"));
+  exports.Set("armExitWatchdog", Napi::Function::New(env, ArmExitWatchdog, "armExitWatchdog"));
+  exports.Set("processOnce", Napi::Function::New(env, ProcessOnce, "processOnce"));
   return exports;
 }
 

@@ -50,4 +50,11 @@ std::string CurrentThreadKey(uint64_t tid);
 // The OS thread id of the calling thread.
 uint64_t CurrentThreadId();
 
+// Keeps this addon loaded until the process ends. Node unloads an addon when
+// the last Worker that loaded it ends; a probe signal handler or an exit
+// watchdog thread left in unloaded code would crash the process, and a reload
+// would forget what this process already said once. Linux: linked with
+// -z nodelete instead (binding.gyp), so nothing to do here.
+void KeepAddonLoaded();
+
 }  // namespace threadleak

@@ -176,7 +176,7 @@ const TARGETS = {
     fixture() {
       const dir = join(root, 'test', 'fixtures', 'spawner');
       return buildWin32X64({
-        sources: [join(dir, 'spawner_win32.cc')],
+        sources: [join(dir, 'spawner_win32.cc'), join(dir, 'hang_at_exit.cc')],
         out: join(dir, 'prebuilds', 'win32-x64', 'spawner.node'),
       });
     },

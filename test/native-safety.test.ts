@@ -91,6 +91,47 @@ describe('Workers that are inside the addon when they are stopped', () => {
   }, 5 * CHILD_TEST_TIMEOUT_MS);
 });
 
+// Node unloads an addon when the last Worker that loaded it ends (a test
+// runner's Worker per test file does that): a probe signal handler it left
+// installed would then point into unmapped code, and a second load would
+// forget what the first did. The addon keeps itself loaded.
+describe('the addon outlives the Workers that loaded it', () => {
+  it('stays loaded, keeps its process-wide state, and still probes stacks after its last Worker ended', () => {
+    const child = runChild(`
+      const { Worker } = require('node:worker_threads');
+      const { tids } = SPAWNER.start({ count: 1 });
+      const body = \`
+        const { workerData, parentPort } = require('node:worker_threads');
+        const addon = require('node:module').createRequire(workerData.root + '/package.json')('node-gyp-build')(workerData.root);
+        const stack = addon.captureStack(workerData.tid, 1000);
+        parentPort.postMessage({ first: addon.processOnce('outlives'), error: stack.error ?? null, frames: stack.frames.length > 0 });
+      \`;
+      const inWorker = () => new Promise((resolve, reject) => {
+        const worker = new Worker(body, { eval: true, workerData: { root: ROOT, tid: tids[0] } });
+        let said;
+        worker.once('message', (m) => { said = m; });
+        worker.once('error', reject);
+        worker.once('exit', () => resolve(said));
+      });
+      (async () => {
+        const one = await inWorker();
+        const two = await inWorker(); // the first Worker has ended: nothing held the addon but itself
+        const stack = ADDON.captureStack(tids[0], 1000);
+        console.log(JSON.stringify({ one, two, main: { first: ADDON.processOnce('outlives'), error: stack.error ?? null, frames: stack.frames.length > 0 } }));
+        process.exit(0);
+      })();
+    `);
+    expect({ stderr: child.stderr, status: child.status, signal: child.signal }).toEqual({ stderr: '', status: 0, signal: null });
+    const seen = JSON.parse(child.stdout.trim().split('\n').pop()!) as Record<string, { first: boolean; error: string | null; frames: boolean }>;
+    // A parked thread's stack: by the signal probe on Linux, by suspension on Windows; no error either way.
+    expect(seen).toEqual({
+      one: { first: true, error: null, frames: true },
+      two: { first: false, error: null, frames: true },
+      main: { first: false, error: null, frames: true },
+    });
+  }, CHILD_TEST_TIMEOUT_MS);
+});
+
 // The cache of procfs descriptors: Linux's.
 describe.runIf(process.platform === 'linux')("threads()' cache of descriptors", () => {
   // threads() keeps an fd open on each live thread's stat between calls. The

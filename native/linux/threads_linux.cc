@@ -131,6 +131,8 @@ bool ReadTaskDirectory(int dirfd, const char* path, linux_threads::SelfWalk* wal
 
 uint64_t CurrentThreadId() { return static_cast<uint64_t>(syscall(SYS_gettid)); }
 
+void KeepAddonLoaded() {}  // linked with -z nodelete (binding.gyp)
+
 bool ListThreads(int64_t pid, std::vector<ThreadRecord>* out, OsError* error) {
   out->clear();
   char path[64];

@@ -19,6 +19,8 @@ const char* PlatformName() { return "this platform"; }
 
 uint64_t CurrentThreadId() { return 0; }
 
+void KeepAddonLoaded() {}
+
 std::string CurrentThreadKey(uint64_t) { return std::string(); }
 
 bool ListThreads(int64_t, std::vector<ThreadRecord>* out, OsError* error) {

@@ -221,6 +221,13 @@ int ListWithNtQuery(DWORD pid, std::vector<ThreadRecord>* out) {
 
 uint64_t CurrentThreadId() { return GetCurrentThreadId(); }
 
+void KeepAddonLoaded() {
+  // Pinned: FreeLibrary no longer unloads the module that holds this function.
+  HMODULE self = nullptr;
+  GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_PIN,
+                     reinterpret_cast<LPCWSTR>(&KeepAddonLoaded), &self);
+}
+
 bool ListThreads(int64_t pid, std::vector<ThreadRecord>* out, OsError* error) {
   out->clear();
   const DWORD self = GetCurrentProcessId();

@@ -50,6 +50,8 @@ interface Addon {
   currentThreadId(): number;
   prewarmThreadpool(): void;
   captureStack(tid: number, timeoutMs: number, key?: string): RawStack;
+  armExitWatchdog(timeoutMs: number, heading: string): { threadId: number } | { error: string };
+  processOnce(name: string): boolean;
 }
 
 const SUPPORTED_PLATFORMS: ReadonlySet<string> = new Set(['linux', 'win32']);
@@ -110,4 +112,19 @@ export function prewarmThreadpool(): void {
  */
 export function captureStack(tid: number, timeoutMs: number, key?: string): RawStack {
   return load().captureStack(tid, timeoutMs, key);
+}
+
+/**
+ * Starts the native hang-at-exit watchdog (native/exit_watchdog.cc): after
+ * `timeoutMs`, if the process is still alive, it writes `heading` and every
+ * thread's stack to stderr. Returns its thread id (0 when it did not say it in
+ * time), or the reason it could not start.
+ */
+export function armExitWatchdog(timeoutMs: number, heading: string): { threadId: number } | { error: string } {
+  return load().armExitWatchdog(timeoutMs, heading);
+}
+
+/** True the first time in this process (all Workers included) it is called with `name`. */
+export function processOnce(name: string): boolean {
+  return load().processOnce(name);
 }

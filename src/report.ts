@@ -3,6 +3,9 @@
 import { inspect } from 'node:util';
 import type { LeakedThread, LeakInfo, LeakReport, NativeFrame, NativeOrigin, WorkerOrigin } from './types.js';
 
+// The real clock, as it was at load: ages stay true under a test's fake timers.
+const wallClockNow = Date.now;
+
 /** A short, unambiguous rendering of a user-supplied value for messages. */
 export function describeValue(value: unknown): string {
   if (typeof value === 'function') return `function ${value.name || '(anonymous)'}`;
@@ -146,19 +149,78 @@ function formatThreadEntries(head: string, leaks: readonly ThreadForReport[], no
 }
 
 /** The message of every thread-leak warning, log line and ThreadLeakError: sorted by id. */
-export function formatThreadLeaks(leaks: readonly ThreadForReport[], gracePeriodMs: number, now = Date.now()): string {
+export function formatThreadLeaks(leaks: readonly ThreadForReport[], gracePeriodMs: number, now = wallClockNow()): string {
   const when = gracePeriodMs > 0 ? `${formatDuration(gracePeriodMs)} after it ended` : 'when it ended';
   const head = `${plural(leaks.length, 'thread')} leaked: started in the scope and still alive ${when}`;
   return formatThreadEntries(head, leaks, now);
 }
 
 /** Logged by action 'cancel' for the threads it cannot stop. */
-export function formatCannotStopThreads(leaks: readonly ThreadForReport[], now = Date.now()): string {
+export function formatCannotStopThreads(leaks: readonly ThreadForReport[], now = wallClockNow()): string {
   const them = leaks.length === 1 ? 'it' : 'them';
   const head =
     `Cannot force-stop ${plural(leaks.length, 'leaked thread')}: ` +
     `native threads cannot be stopped safely from outside; stop ${them} in the code that started ${them}`;
   return formatThreadEntries(head, leaks, now);
+}
+
+// ------------------------------------------------- test runners and the exit
+
+/** Once per process where test files share it (Workers of one process). */
+export function formatSharedProcessWarning(runner: string): string {
+  return (
+    `${runner}: test files share this process (they run in its Worker threads: vitest pool 'threads' or ` +
+    `'vmThreads', Jest workerThreads), and OS threads belong to the whole process. Threads that run Node's ` +
+    `own code and are not Workers of this file (other files' Workers) are left out, but a native thread ` +
+    `started by another file running at the same time can be reported against this one. For exact ` +
+    `results run each file in its own process (vitest pool 'forks', Jest's default).`
+  );
+}
+
+/** Once per process where a test runs concurrently with others. */
+export function formatConcurrentTestsNotice(runner: string): string {
+  return (
+    `${runner}: concurrent tests are not checked one by one (they overlap, so the threads one starts cannot be ` +
+    `told from another's); use configure({ scope: 'file' }) to check their file as a whole`
+  );
+}
+
+/** Under a Jest runner without jest-circus's test events: hooks instead, said once. */
+export function formatJestWithoutEvents(runner: string): string {
+  return (
+    `${runner}: this Jest runner has no test events (jest-circus, Jest's default, has them), so plain ` +
+    `beforeEach/afterEach hooks check each test, and a test file's own root afterEach hooks run after the ` +
+    `check: a thread such a hook stops is reported`
+  );
+}
+
+/** A test-runner integration on an OS with no backend yet: said once, and no test is checked. */
+export function formatIntegrationUnsupported(runner: string, reason: string): string {
+  return `${runner}: no test is checked for thread leaks: ${reason}`;
+}
+
+/** The exit report of threadleak/register. */
+export function formatExitLeaks(leaks: readonly ThreadForReport[], now = wallClockNow()): string {
+  const head = `threadleak: ${plural(leaks.length, 'thread')} leaked: started after threadleak/register loaded and still alive at exit`;
+  return formatThreadEntries(head, leaks, now);
+}
+
+/** The first line of the hang-at-exit dump (its threads are written natively, see native/exit_watchdog.cc). */
+export function formatExitHangHeading(timeoutMs: number, pid: number): string {
+  return (
+    `threadleak: process ${pid} is still alive ${formatDuration(timeoutMs)} after its 'exit' event: ` +
+    `something hangs at exit (a native cleanup hook or destructor that joins or waits). Every thread's native stack:`
+  );
+}
+
+/** A THREADLEAK_* environment variable with a value threadleak does not know: one line. */
+export function formatEnvValueWarning(name: string, value: string, expected: string, used: string): string {
+  return `threadleak: ${name}=${JSON.stringify(value)} is not ${expected}; using ${used}`;
+}
+
+/** threadleak/register could not do its work: one line, the process goes on. */
+export function formatRegisterFailed(what: string, error: unknown): string {
+  return `threadleak/register: ${what}: ${describeError(error)}`;
 }
 
 // ---------------------------------------------------------- tracked resources

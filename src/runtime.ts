@@ -72,6 +72,8 @@ export interface WorkerBaseline {
 const records = new Map<Worker, WorkerRecord>();
 const recordsByKey = new Map<string, WorkerRecord>();
 let lastSeq = 0;
+// Date.now as it was at load: a test's fake clock must not move a Worker's note.
+const wallClockNow = Date.now;
 let prepared = false;
 
 function prewarmDisabled(): boolean {
@@ -86,6 +88,18 @@ export function prepareBaseline(): number {
     if (!prewarmDisabled()) prewarmThreadpool();
   }
   return lastSeq;
+}
+
+// Threads threadleak starts itself (the exit watchdog): never reported.
+const libraryThreads = new Set<string>();
+
+/** Notes a thread threadleak started itself, by key: no scope reports it. */
+export function registerLibraryThread(key: string): void {
+  if (key !== '') libraryThreads.add(key);
+}
+
+export function isLibraryThread(key: string): boolean {
+  return libraryThreads.size > 0 && libraryThreads.has(key);
 }
 
 /** The Worker whose OS thread has this key, as far as the looks so far could tell. */
@@ -137,7 +151,7 @@ function onWorkerCreated(message: unknown): void {
     creationStack: creationStack(),
     refed: true,
     seq: ++lastSeq,
-    createdAt: Date.now(),
+    createdAt: wallClockNow(),
     threadName: typeof given === 'string' ? osThreadName(given === '' ? DEFAULT_WORKER_THREAD_NAME : given) : undefined,
     key: undefined,
     settled: false,
@@ -212,9 +226,12 @@ function codeOf(thread: ThreadInfo): 'node' | 'other' | undefined {
     return undefined;
   }
   if (module === undefined) return undefined;
-  // A distribution's Node may run from a shared libnode.so (libnode.dll).
-  const own = sameFile(module, nodeExecutable()) || sameFile(module, process.execPath) || /^libnode\.(so(\.|$)|dll$)/i.test(basename(module));
-  return own ? 'node' : 'other';
+  return isRuntimeModule(module) ? 'node' : 'other';
+}
+
+/** True when `module` (a path) is Node itself: its executable, or a distribution's shared libnode.so / libnode.dll. */
+export function isRuntimeModule(module: string): boolean {
+  return sameFile(module, nodeExecutable()) || sameFile(module, process.execPath) || /^libnode\.(so(\.|$)|dll$)/i.test(basename(module));
 }
 
 /** Paths of one file: equal, or equal but for case on Windows (its file names are case-insensitive). */

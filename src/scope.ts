@@ -2,6 +2,7 @@
 // baseline-then-check life cycle, waiting with capped exponential backoff,
 // and acting on what leaked (warn / log / cancel / raise). A detector says
 // what a "leak" is; this module decides when to look and what to do.
+import timers from 'node:timers';
 import { invalidOption } from './errors.js';
 import { formatFilterThrew } from './report.js';
 import type { LeakError } from './errors.js';
@@ -48,8 +49,13 @@ export type ScopeActOptions = Pick<ResolvedScopeOptions<unknown>, 'action' | 'lo
 
 const ACTIONS: readonly LeakAction[] = ['warn', 'log', 'cancel', 'raise'];
 
-export function resolveAction(where: string, value: unknown, allowed: readonly LeakAction[] = ACTIONS): LeakAction {
-  if (value === undefined) return 'warn';
+export function resolveAction(
+  where: string,
+  value: unknown,
+  allowed: readonly LeakAction[] = ACTIONS,
+  fallback: LeakAction = 'warn',
+): LeakAction {
+  if (value === undefined) return fallback;
   if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
     throw invalidOption(where, 'action', value, `one of ${allowed.map((a) => `'${a}'`).join(', ')}`);
   }
@@ -133,6 +139,14 @@ export function resolveNameFilter<T>(
   throw invalidOption(where, option, value, 'a string, a RegExp, a function or null');
 }
 
+// The timer functions as they were when this module loaded: a test that
+// installs fake timers (Jest's, vitest's: they replace the global functions
+// and those of node:timers and performance) must not stop a scope's wait from
+// ending, nor make it endless.
+const realSetTimeout = timers.setTimeout;
+const realSetImmediate = timers.setImmediate;
+const monotonicNow = performance.now.bind(performance);
+
 // Backoff while waiting for new threads or resources to go: the first check is
 // immediate, then 0.25 ms doubling up to a 4 ms cap, so a verdict comes a few
 // ms after the last one ends, while a long grace period costs few checks.
@@ -141,9 +155,9 @@ const MAX_DELAY_MS = 4;
 
 /** The waits between checks, until `gracePeriodMs` from now has passed; none when it is 0. */
 function* backoff(gracePeriodMs: number): Generator<number> {
-  const deadline = performance.now() + gracePeriodMs;
+  const deadline = monotonicNow() + gracePeriodMs;
   for (let delay = FIRST_DELAY_MS; ; delay = Math.min(delay * 2, MAX_DELAY_MS)) {
-    const wait = Math.min(delay, deadline - performance.now());
+    const wait = Math.min(delay, deadline - monotonicNow());
     if (wait <= 0) return;
     yield wait;
   }
@@ -154,7 +168,7 @@ export async function waitForLeaks<Leak>(findLeaks: () => Leak[], gracePeriodMs:
   let leaks = findLeaks();
   if (leaks.length === 0) return leaks; // the clean exit: no timer, no allocation
   for (const wait of backoff(gracePeriodMs)) {
-    await new Promise<void>((resolve) => (wait < 1 ? setImmediate(resolve) : setTimeout(resolve, wait)));
+    await new Promise<void>((resolve) => (wait < 1 ? realSetImmediate(resolve) : realSetTimeout(resolve, wait)));
     leaks = findLeaks();
     if (leaks.length === 0) break;
   }

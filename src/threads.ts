@@ -2,7 +2,7 @@
 import type { Worker } from 'node:worker_threads';
 import { ThreadLeakError } from './errors.js';
 import { formatCannotStopThreads, formatThreadLeaks } from './report.js';
-import { mapWorkers, prepareBaseline, workerForThread, type WorkerBaseline } from './runtime.js';
+import { isLibraryThread, isRuntimeModule, mapWorkers, prepareBaseline, workerForThread, type WorkerBaseline } from './runtime.js';
 import {
   checkDecoratorKind,
   isDecoratorContext,
@@ -47,35 +47,57 @@ export interface ThreadLeakOptions {
  */
 export const DEFAULT_THREAD_NAME_FILTER: RegExp = /^(?!iou-(?:sqp|wrk)-\d+$)/;
 
-const OPTION_NAMES = ['action', 'nameFilter', 'logger', 'excludeDaemon', 'gracePeriodMs', 'captureStacks'] as const;
+/** The options noThreadLeaks() takes (the test-runner integrations take these and `scope`). */
+export const THREAD_LEAK_OPTION_NAMES = ['action', 'nameFilter', 'logger', 'excludeDaemon', 'gracePeriodMs', 'captureStacks'] as const;
 const DEFAULT_GRACE_PERIOD_MS = 100;
 // How long 'cancel' waits for terminated Workers' OS threads to end.
 const CANCEL_WAIT_MS = 2000;
 
-interface ResolvedThreadOptions extends ResolvedScopeOptions<LeakedThread> {
+export interface ResolvedThreadOptions extends ResolvedScopeOptions<LeakedThread> {
   excludeDaemon: boolean;
   captureStacks: boolean;
+  /**
+   * This thread shares its process with other JavaScript threads it did not
+   * start (a test runner's Workers that run other test files): a new thread
+   * that runs Node's own code and is not a Worker made here belongs to them.
+   */
+  sharedProcess: boolean;
 }
 
-function resolveOptions(where: string, options: unknown): ResolvedThreadOptions {
-  const raw = checkOptionsObject(where, options);
-  rejectUnknownOptions(where, raw, OPTION_NAMES);
+/** Validates `raw`, whose names the caller has checked, with `action` defaulting to `defaultAction`. */
+export function resolveThreadLeakOptions(
+  where: string,
+  raw: Record<string, unknown>,
+  defaultAction: LeakAction = 'warn',
+): ResolvedThreadOptions {
   const filter = resolveNameFilter<LeakedThread>(where, raw.nameFilter, DEFAULT_THREAD_NAME_FILTER, (t) => t.name);
   return {
-    action: resolveAction(where, raw.action),
+    action: resolveAction(where, raw.action, undefined, defaultAction),
     includes: filter.includes,
     filterNeedsDetail: filter.needsDetail,
     logger: resolveLogger(where, raw.logger),
     gracePeriodMs: resolveGracePeriod(where, raw.gracePeriodMs, DEFAULT_GRACE_PERIOD_MS),
     excludeDaemon: resolveBoolean(where, 'excludeDaemon', raw.excludeDaemon, true),
     captureStacks: resolveBoolean(where, 'captureStacks', raw.captureStacks, true),
+    sharedProcess: false,
   };
+}
+
+function resolveOptions(where: string, options: unknown): ResolvedThreadOptions {
+  const raw = checkOptionsObject(where, options);
+  rejectUnknownOptions(where, raw, THREAD_LEAK_OPTION_NAMES);
+  return resolveThreadLeakOptions(where, raw);
 }
 
 function originOf(thread: ThreadInfo): ThreadOrigin {
   const record = workerForThread(thread.key);
   if (record) return { kind: 'worker', creationStack: record.creationStack, worker: record.worker };
   return { kind: 'native' };
+}
+
+/** A native thread running Node's own code: in a shared process, another file's Worker (or its runtime's). */
+function isOtherRuntimeThread(thread: LeakedThread): boolean {
+  return thread.origin.kind === 'native' && thread.origin.module !== undefined && isRuntimeModule(thread.origin.module);
 }
 
 function isDaemon(thread: ThreadInfo): boolean {
@@ -118,9 +140,14 @@ class ThreadLeakDetector implements LeakDetector<LeakedThread> {
     // The origin is looked up every time: a Worker's OS thread may have been settled since.
     const origin = originOf(thread);
     if (origin.kind === 'worker' || !withDetail) return { ...thread, origin };
-    // Names and states come from the newest snapshot; the creator and stack from the first look.
+    // Names and states come from the newest snapshot; the creator and stack
+    // from the first look (what `thread` carries of them may be less: a
+    // leak found again, before its detail was added).
     const cached = this.#detail.get(thread.key);
-    if (cached) return { ...cached, ...thread };
+    if (cached) {
+      const { origin: _origin, stack: _stack, ...latest } = thread as LeakedThread;
+      return { ...cached, ...latest };
+    }
     const leaked = withNativeDetail({ ...thread, origin }, this.#options.captureStacks);
     this.#detail.set(thread.key, leaked);
     return leaked;
@@ -132,9 +159,10 @@ class ThreadLeakDetector implements LeakDetector<LeakedThread> {
     const list = threads();
     mapWorkers(list, this.#baseline);
     for (const thread of list) {
-      if (this.#baseline.keys.has(thread.key) || thread.state === 'zombie') continue;
+      if (this.#baseline.keys.has(thread.key) || thread.state === 'zombie' || isLibraryThread(thread.key)) continue;
       if (options.excludeDaemon && isDaemon(thread)) continue;
-      const leaked = this.#enrich(thread, options.filterNeedsDetail);
+      const leaked = this.#enrich(thread, options.filterNeedsDetail || options.sharedProcess);
+      if (options.sharedProcess && isOtherRuntimeThread(leaked)) continue;
       if (!options.includes(leaked)) continue;
       leaks.push(leaked);
     }
@@ -185,8 +213,9 @@ class ThreadLeakDetector implements LeakDetector<LeakedThread> {
 /** A thread-leak scope: `await using`, `using`, `close()`, or a method decorator. */
 export type ThreadLeakScope = LeakScope<LeakedThread>;
 
-function openScope(options: ResolvedThreadOptions): ThreadLeakScope {
-  return new LeakScope<LeakedThread>(new ThreadLeakDetector(options), options, () => openScope(options));
+/** Opens a scope with options already resolved (the integrations resolve theirs once). */
+export function openThreadLeakScope(options: ResolvedThreadOptions): ThreadLeakScope {
+  return new LeakScope<LeakedThread>(new ThreadLeakDetector(options), options, () => openThreadLeakScope(options));
 }
 
 /**
@@ -209,7 +238,7 @@ export function noThreadLeaks(
     const where = 'noThreadLeaks(fn, options)';
     checkDecoratorKind('@noThreadLeaks', options);
     const resolved = resolveOptions(where, isDecoratorContext(options) ? undefined : options);
-    return wrapInScope(fnOrOptions, () => openScope(resolved));
+    return wrapInScope(fnOrOptions, () => openThreadLeakScope(resolved));
   }
-  return openScope(resolveOptions('noThreadLeaks(options)', fnOrOptions));
+  return openThreadLeakScope(resolveOptions('noThreadLeaks(options)', fnOrOptions));
 }

@@ -4,6 +4,7 @@
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { LeakTracker, noResourceLeaks, noThreadLeaks, threads, threadStack } from '../src/index.js';
+import { closeCheck, configureTestRunner, openCheck } from '../src/integrations/harness.js';
 import { fixtureThreads, mainThreadId, runNode } from './helpers.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -73,6 +74,32 @@ describe('scope options', () => {
     expect(() => noThreadLeaks({ action: 'raise' })(Service, context('class'))).toThrow(invalid(/context\.kind must be 'method'/));
     // A method is still fine.
     expect(noThreadLeaks(() => 1, context('method'))()).toBe(1);
+  });
+});
+
+describe("the test-runner integrations' configure()", () => {
+  const configure = (options: unknown) => configureTestRunner('threadleak/vitest', options);
+
+  it('validates like noThreadLeaks, plus scope, naming the option and the runner', () => {
+    expect(() => configure({ scope: 'suite' })).toThrow(invalid(/^threadleak\/vitest: configure\(options\): scope must be 'test' or 'file', got 'suite'/));
+    expect(() => configure({ action: 'explode' })).toThrow(invalid(/action must be one of 'warn', 'log', 'cancel', 'raise', got 'explode'/));
+    expect(() => configure({ scopes: 'file' })).toThrow(invalid(/unknown option 'scopes'/));
+    expect(() => configure({ nameFilter: 42 })).toThrow(invalid(/nameFilter must be a string, a RegExp, a function or null, got 42/));
+    expect(() => configure('file')).toThrow(invalid(/options must be an object, got 'file'/));
+  });
+
+  it('a bad call changes nothing: the options set before stay', async () => {
+    configure({ scope: 'file', action: 'log', logger: { warn() {} } });
+    expect(() => configure({ scope: 'file', gracePeriodMs: -1 })).toThrow(invalid(/gracePeriodMs/));
+    expect(openCheck('threadleak/vitest', 'test')).toBeUndefined();
+    const check = openCheck('threadleak/vitest', 'file');
+    expect(check?.kind).toBe('file');
+    fixture.start({ count: 1 }); // a leak, logged (action 'log'), not raised
+    expect(await closeCheck(check)).toBeUndefined();
+    configure(undefined); // back to the defaults: scope 'test', action 'raise'
+    const strict = openCheck('threadleak/vitest', 'test');
+    fixture.start({ count: 1 });
+    expect(await closeCheck(strict)).toMatchObject({ name: 'ThreadLeakError', code: 'ERR_THREAD_LEAK' });
   });
 });
 

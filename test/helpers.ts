@@ -1,6 +1,6 @@
 // Shared test helpers: the native spawner fixture and bounded polling.
 import { spawnSync, type SpawnSyncOptions, type SpawnSyncReturns } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { afterEach, expect } from 'vitest';
@@ -249,4 +249,26 @@ export function runInPidNamespace<T>(script: string): T {
   });
   expect({ stderr: child.stderr, status: child.status, signal: child.signal }).toEqual({ stderr: '', status: 0, signal: null });
   return JSON.parse(child.stdout.trim().split('\n').pop()!) as T;
+}
+
+/** vitest 4 needs a shim to start on Node 21 (see scripts/vitest-on-node21.mjs): node arguments before vitest's. */
+export const VITEST_NODE_ARGS: readonly string[] = process.versions.node.startsWith('21.')
+  ? ['--import', fileURLToPath(new URL('../scripts/vitest-on-node21.mjs', import.meta.url))]
+  : [];
+
+/**
+ * Makes `dir` a small project (CommonJS) with threadleak installed in its
+ * node_modules as npm installs it: package.json, dist, src, and the addon this
+ * machine built or the prebuild. Its other dependencies (node-gyp-build, the
+ * runners) are found in the repository's node_modules above it.
+ */
+export function makeProjectWithPackage(dir: string): void {
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  rmSync(dir, { recursive: true, force: true });
+  const installed = `${dir}/node_modules/threadleak`;
+  mkdirSync(installed, { recursive: true });
+  writeFileSync(`${dir}/package.json`, JSON.stringify({ private: true, type: 'commonjs' }));
+  for (const entry of ['package.json', 'dist', 'src', 'prebuilds', 'build/Release/threadleak.node']) {
+    if (existsSync(`${root}${entry}`)) cpSync(`${root}${entry}`, `${installed}/${entry}`, { recursive: true });
+  }
 }

@@ -214,11 +214,16 @@ describe.runIf(process.platform === 'linux')('the packed package', () => {
     expect(existsSync(join(pkgDir, 'build'))).toBe(false);
     const manifest = JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8'));
     expect(Object.keys(manifest.exports['.'])).toEqual(['import', 'require']);
-    for (const condition of ['import', 'require']) {
-      const target = manifest.exports['.'][condition];
-      expect(Object.keys(target)).toEqual(['types', 'default']);
-      expect(existsSync(join(pkgDir, target.types))).toBe(true);
-      expect(existsSync(join(pkgDir, target.default))).toBe(true);
+    expect(Object.keys(manifest.exports)).toEqual(['.', './vitest', './jest', './node-test', './register', './package.json']);
+    for (const [subpath, entry] of Object.entries(manifest.exports)) {
+      if (subpath === './package.json') continue;
+      // Each entry: types first, then the module, for each condition it has (vitest's is ES only).
+      const targets = 'default' in (entry as object) ? [entry] : Object.values(entry as object);
+      for (const target of targets as { types: string; default: string }[]) {
+        expect({ subpath, keys: Object.keys(target) }).toEqual({ subpath, keys: ['types', 'default'] });
+        expect(existsSync(join(pkgDir, target.types))).toBe(true);
+        expect(existsSync(join(pkgDir, target.default))).toBe(true);
+      }
     }
     // The prebuild that was installed is the one this tree holds, byte for byte.
     expect(sha256(join(pkgDir, 'prebuilds', platformDir, 'threadleak.node'))).toBe(sha256(prebuild));
@@ -278,8 +283,17 @@ describe.runIf(process.platform === 'linux')('the packed package', () => {
       export const all = [scope, leaked, stack, new LeakTracker(), ThreadLeakError] as const;
     `;
     const names = '{ LeakTracker, noThreadLeaks, ThreadLeakError, threads, threadStack, type LeakedThread, type NativeStack }';
-    writeFileSync(join(app, 'esm.mts'), `import ${names} from 'threadleak';\n${use}`);
-    writeFileSync(join(app, 'cjs.cts'), `import ${names} from 'threadleak';\n${use}`);
+    // The integrations' configure(), typed: a predicate on the leaked thread, and scope.
+    const integrations = `
+      import { configure as jest, type TestRunnerOptions } from 'threadleak/jest';
+      import { configure as nodeTest } from 'threadleak/node-test';
+      import 'threadleak/register';
+      const options: TestRunnerOptions = { scope: 'file', nameFilter: (t) => t.origin.kind === 'native' && !t.origin.module?.includes('pool') };
+      jest(options);
+      nodeTest({ scope: 'test', action: 'warn' });
+    `;
+    writeFileSync(join(app, 'esm.mts'), `import ${names} from 'threadleak';\n${integrations}\n${use}`);
+    writeFileSync(join(app, 'cjs.cts'), `import ${names} from 'threadleak';\n${integrations}\n${use}`);
     const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
     const args = [tsc, '--noEmit', '--strict', '--module', 'nodenext', '--target', 'es2022', '--types', 'node',
       '--typeRoots', join(root, 'node_modules', '@types'), 'esm.mts', 'cjs.cts'];
@@ -287,6 +301,8 @@ describe.runIf(process.platform === 'linux')('the packed package', () => {
     // And it does catch a mistake: an option that does not exist.
     writeFileSync(join(app, 'bad.mts'), `import { noThreadLeaks } from 'threadleak';\nnoThreadLeaks({ acton: 'raise' });\n`);
     await expect(run(process.execPath, [...args.slice(0, -2), 'bad.mts'], app)).rejects.toThrow(/acton/);
+    writeFileSync(join(app, 'bad-scope.mts'), `import { configure } from 'threadleak/node-test';\nconfigure({ scope: 'suite' });\n`);
+    await expect(run(process.execPath, [...args.slice(0, -2), 'bad-scope.mts'], app)).rejects.toThrow(/suite/);
   }, 60_000);
 
   for (const [how, source] of Object.entries(probes)) {

@@ -9,7 +9,7 @@
 import { mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FIXTURE_ENTRY, PISCINA_CREATION_STACK, runNode, spawnerPath } from './helpers.js';
+import { FIXTURE_ENTRY, PISCINA_CREATION_STACK, runNode, spawnerPath, VITEST_NODE_ARGS } from './helpers.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const dir = `${root}test/fixtures/runners/build/${process.pid}`;
@@ -91,11 +91,8 @@ test('real', async () => { throw save(${name('real')}, await realLeakError()); }
 `;
 }
 
-// vitest 4 needs a shim to start on Node 21 (see scripts/vitest-on-node21.mjs).
-const NODE21_SHIM = process.versions.node.startsWith('21.') ? ['--import', `${root}scripts/vitest-on-node21.mjs`] : [];
-
 function run(command: string, args: string[]): string {
-  const shim = command.includes('vitest') ? NODE21_SHIM : [];
+  const shim = command.includes('vitest') ? VITEST_NODE_ARGS : [];
   const result = runNode([...shim, command, ...args], {
     cwd: dir,
     timeout: RUNNER_TIMEOUT_MS,

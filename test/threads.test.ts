@@ -218,6 +218,17 @@ describe('noThreadLeaks: creators and stacks', () => {
     expect(error.message).toMatch(/\n {8}#\d spawner_thread_body\+0x[0-9a-f]+ \(/);
   });
 
+  it('keeps the creator of a leak found again: leaks() twice, then close()', async () => {
+    const scope = noThreadLeaks(raise());
+    startNative({ count: 1, name: 'tl-twice' });
+    const first = scope.leaks();
+    const second = scope.leaks();
+    const [leak] = (await leakErrorOf(scope.close())).leaks;
+    for (const found of [first[0], second[0], leak]) {
+      expect(found!.origin).toEqual({ kind: 'native', module: fixtureModule, startRoutine: DEFAULT_ENTRY });
+    }
+  });
+
   it('attributes a std::thread to the addon, not to libstdc++', async () => {
     const scope = noThreadLeaks(raise());
     startNative({ count: 1, kind: 'std' });

@@ -1,6 +1,7 @@
 // The only module that loads the native addon. Everything else imports the
 // typed functions below; the addon's raw shapes stay private to this file.
 import { createRequire } from 'node:module';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { unsupportedPlatformError } from './errors.js';
 import type { NativeFrame } from './types.js';
@@ -50,7 +51,8 @@ interface Addon {
   currentThreadId(): number;
   prewarmThreadpool(): void;
   captureStack(tid: number, timeoutMs: number, key?: string): RawStack;
-  armExitWatchdog(timeoutMs: number, heading: string): { threadId: number } | { error: string };
+  startExitWatchdog(timeoutMs: number, heading: string): { threadId: number } | { error: string };
+  armExitWatchdog(): boolean;
   processOnce(name: string): boolean;
 }
 
@@ -60,13 +62,33 @@ const STRINGS_PER_THREAD = 3; // name, rawState, key
 
 let addon: Addon | undefined;
 
+/**
+ * The addon's path when there is no choice to make: this machine's build, or
+ * the one prebuild for this platform (node-gyp-build is not loaded then, which
+ * saves threadleak/register a few ms of start-up). Otherwise undefined.
+ */
+function onlyCandidate(root: string): string | undefined {
+  const own = join(root, 'build', 'Release', 'threadleak.node');
+  if (!process.env.PREBUILDS_ONLY && existsSync(own)) return own;
+  if (existsSync(join(root, 'build'))) return undefined; // a Debug build, or another layout: node-gyp-build decides
+  const dir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+  try {
+    const files = readdirSync(dir);
+    return files.length === 1 && files[0] === 'threadleak.node' ? join(dir, files[0]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function load(): Addon {
   if (addon) return addon;
   if (!SUPPORTED_PLATFORMS.has(process.platform)) throw unsupportedPlatformError(process.platform);
   // The package is CommonJS (the ES module entry re-exports it): __filename
   // is this file, in dist/ (or src/ under a test runner).
-  const nodeGypBuild = createRequire(__filename)('node-gyp-build') as (dir: string) => Addon;
-  addon = nodeGypBuild(join(__dirname, '..'));
+  const root = join(__dirname, '..');
+  const local = createRequire(__filename);
+  const only = onlyCandidate(root);
+  addon = only !== undefined ? (local(only) as Addon) : (local('node-gyp-build') as (dir: string) => Addon)(root);
   return addon;
 }
 
@@ -115,13 +137,18 @@ export function captureStack(tid: number, timeoutMs: number, key?: string): RawS
 }
 
 /**
- * Starts the native hang-at-exit watchdog (native/exit_watchdog.cc): after
- * `timeoutMs`, if the process is still alive, it writes `heading` and every
- * thread's stack to stderr. Returns its thread id (0 when it did not say it in
- * time), or the reason it could not start.
+ * Starts the native hang-at-exit watchdog (native/exit_watchdog.cc), which
+ * waits to be armed: then, after `timeoutMs`, if the process is still alive,
+ * it writes `heading` and every thread's stack to stderr. Returns its thread
+ * id, or why it could not start. One per process.
  */
-export function armExitWatchdog(timeoutMs: number, heading: string): { threadId: number } | { error: string } {
-  return load().armExitWatchdog(timeoutMs, heading);
+export function startExitWatchdog(timeoutMs: number, heading: string): { threadId: number } | { error: string } {
+  return load().startExitWatchdog(timeoutMs, heading);
+}
+
+/** Arms the watchdog (its timeout runs from now; the calling thread is the one exiting); false when none started. */
+export function armExitWatchdog(): boolean {
+  return load().armExitWatchdog();
 }
 
 /** True the first time in this process (all Workers included) it is called with `name`. */

@@ -37,7 +37,8 @@ import { realpathSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { attributeStack } from './attribution.js';
-import { captureStack, currentThreadId, prewarmThreadpool } from './binding.js';
+import { captureStack, currentThreadId, listThreads, prewarmThreadpool, type RawThread } from './binding.js';
+import { systemError } from './errors.js';
 import type { ThreadInfo } from './snapshot.js';
 
 /** Set to 1 / true to skip pre-warming the libuv threadpool. */
@@ -100,6 +101,23 @@ export function registerLibraryThread(key: string): void {
 
 export function isLibraryThread(key: string): boolean {
   return libraryThreads.size > 0 && libraryThreads.has(key);
+}
+
+/**
+ * The baseline of this process's threads, taken now without pre-warming the
+ * pool: for a caller that opens its scope later, with excludeRuntimeThreads
+ * (threadleak/register, which loads the scope machinery only at exit, and
+ * only when something new is alive then).
+ */
+export function takeBaseline(): WorkerBaseline {
+  return { keys: new Set(listOwnThreads().map((t) => t.key)), seq: lastSeq };
+}
+
+/** This process's threads as the addon lists them; an OS failure is thrown. */
+export function listOwnThreads(): RawThread[] {
+  const list = listThreads(0);
+  if (!Array.isArray(list)) throw systemError('threads()', list);
+  return list;
 }
 
 /** The Worker whose OS thread has this key, as far as the looks so far could tell. */

@@ -57,11 +57,12 @@ export interface ResolvedThreadOptions extends ResolvedScopeOptions<LeakedThread
   excludeDaemon: boolean;
   captureStacks: boolean;
   /**
-   * This thread shares its process with other JavaScript threads it did not
-   * start (a test runner's Workers that run other test files): a new thread
-   * that runs Node's own code and is not a Worker made here belongs to them.
+   * A new thread that runs Node's own code and is not a Worker made here is
+   * left out: it is the runtime's (its libuv pool, when it was not pre-warmed
+   * before the baseline) or another JavaScript thread's (a test runner's
+   * Workers that run other test files in this process).
    */
-  sharedProcess: boolean;
+  excludeRuntimeThreads: boolean;
 }
 
 /** Validates `raw`, whose names the caller has checked, with `action` defaulting to `defaultAction`. */
@@ -79,7 +80,7 @@ export function resolveThreadLeakOptions(
     gracePeriodMs: resolveGracePeriod(where, raw.gracePeriodMs, DEFAULT_GRACE_PERIOD_MS),
     excludeDaemon: resolveBoolean(where, 'excludeDaemon', raw.excludeDaemon, true),
     captureStacks: resolveBoolean(where, 'captureStacks', raw.captureStacks, true),
-    sharedProcess: false,
+    excludeRuntimeThreads: false,
   };
 }
 
@@ -95,8 +96,8 @@ function originOf(thread: ThreadInfo): ThreadOrigin {
   return { kind: 'native' };
 }
 
-/** A native thread running Node's own code: in a shared process, another file's Worker (or its runtime's). */
-function isOtherRuntimeThread(thread: LeakedThread): boolean {
+/** A native thread (not a Worker of this realm) running Node's own code. */
+function isRuntimeThread(thread: LeakedThread): boolean {
   return thread.origin.kind === 'native' && thread.origin.module !== undefined && isRuntimeModule(thread.origin.module);
 }
 
@@ -130,10 +131,14 @@ class ThreadLeakDetector implements LeakDetector<LeakedThread> {
   // Native threads with their creator (and stack) by key: read once per scope.
   readonly #detail = new Map<string, LeakedThread>();
 
-  constructor(options: ResolvedThreadOptions) {
+  constructor(options: ResolvedThreadOptions, baseline?: WorkerBaseline) {
     this.#options = options;
-    const seq = prepareBaseline();
-    this.#baseline = { keys: new Set(threads().map((t) => t.key)), seq };
+    if (baseline) {
+      this.#baseline = baseline;
+    } else {
+      const seq = prepareBaseline();
+      this.#baseline = { keys: new Set(threads().map((t) => t.key)), seq };
+    }
   }
 
   #enrich(thread: ThreadInfo, withDetail: boolean): LeakedThread {
@@ -161,8 +166,8 @@ class ThreadLeakDetector implements LeakDetector<LeakedThread> {
     for (const thread of list) {
       if (this.#baseline.keys.has(thread.key) || thread.state === 'zombie' || isLibraryThread(thread.key)) continue;
       if (options.excludeDaemon && isDaemon(thread)) continue;
-      const leaked = this.#enrich(thread, options.filterNeedsDetail || options.sharedProcess);
-      if (options.sharedProcess && isOtherRuntimeThread(leaked)) continue;
+      const leaked = this.#enrich(thread, options.filterNeedsDetail || options.excludeRuntimeThreads);
+      if (options.excludeRuntimeThreads && isRuntimeThread(leaked)) continue;
       if (!options.includes(leaked)) continue;
       leaks.push(leaked);
     }
@@ -213,9 +218,13 @@ class ThreadLeakDetector implements LeakDetector<LeakedThread> {
 /** A thread-leak scope: `await using`, `using`, `close()`, or a method decorator. */
 export type ThreadLeakScope = LeakScope<LeakedThread>;
 
-/** Opens a scope with options already resolved (the integrations resolve theirs once). */
-export function openThreadLeakScope(options: ResolvedThreadOptions): ThreadLeakScope {
-  return new LeakScope<LeakedThread>(new ThreadLeakDetector(options), options, () => openThreadLeakScope(options));
+/**
+ * Opens a scope with options already resolved (the integrations resolve
+ * theirs once), and with a baseline taken before, if given (see
+ * runtime.takeBaseline: threadleak/register takes it without loading this).
+ */
+export function openThreadLeakScope(options: ResolvedThreadOptions, baseline?: WorkerBaseline): ThreadLeakScope {
+  return new LeakScope<LeakedThread>(new ThreadLeakDetector(options, baseline), options, () => openThreadLeakScope(options));
 }
 
 /**

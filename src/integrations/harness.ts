@@ -55,7 +55,7 @@ function resolve(where: string, options: unknown): HarnessState {
   }
   const resolved = resolveThreadLeakOptions(where, raw, DEFAULT_ACTION);
   // Test files that share this process run in other Workers of it.
-  resolved.sharedProcess = !isMainThread;
+  resolved.excludeRuntimeThreads = !isMainThread;
   return { options: resolved, scope: scope as TestScopeKind };
 }
 

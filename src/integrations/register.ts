@@ -1,29 +1,32 @@
 // threadleak/register: `node --import threadleak/register app.js` (or `-r`).
 //
-// When it loads, the baseline of a thread-leak scope is taken (the same rules:
-// the libuv pool is pre-warmed, the runtime's own threads are in it). At the
-// process's 'exit' event the native threads started since then that are still
-// alive are reported on stderr; the exit code changes only with
-// THREADLEAK_ACTION=raise (a clean exit becomes 1). Then a native watchdog
-// thread is started: if the process is still alive THREADLEAK_EXIT_TIMEOUT_MS
-// later, it writes every thread's native stack to stderr (see
-// native/exit_watchdog.cc) — the diagnosis of a process that hangs at exit.
+// When it loads, the baseline of a thread-leak scope is taken, loading as
+// little as it can: the scope machinery is loaded at exit, and only when a
+// thread not in the baseline is alive then. The runtime's own threads are
+// never reported, as in a scope, but the libuv pool is not pre-warmed for it
+// (an app that never uses the pool should not get one): new threads that run
+// Node's own code and are not Workers are left out at exit instead. At the process's 'exit' event the
+// native threads started since then that are still alive are reported on
+// stderr; the exit code changes only with
+// THREADLEAK_ACTION=raise (a clean exit becomes 1). Then the native watchdog
+// thread, started (and registered as threadleak's own) when this loaded, is
+// armed: if the process is still alive THREADLEAK_EXIT_TIMEOUT_MS later, it
+// writes every thread's native stack to stderr (see native/exit_watchdog.cc):
+// the diagnosis of a process that hangs at exit.
 //
 // Nothing here may break the program it is loaded into: every failure is one
 // line on stderr, never an exception, and a Worker (preloads run in each
 // Worker too) does nothing.
 import { writeSync } from 'node:fs';
-import { isMainThread } from 'node:worker_threads';
-import { armExitWatchdog, threadKey } from '../binding.js';
+import { armExitWatchdog, startExitWatchdog, threadKey } from '../binding.js';
 import {
   formatEnvValueWarning,
   formatExitHangHeading,
   formatExitLeaks,
   formatRegisterFailed,
 } from '../report.js';
-import { registerLibraryThread } from '../runtime.js';
-import { waitForLeaksSync } from '../scope.js';
-import { openThreadLeakScope, resolveThreadLeakOptions, type ThreadLeakScope } from '../threads.js';
+import { isLibraryThread, listOwnThreads, registerLibraryThread, takeBaseline, type WorkerBaseline } from '../runtime.js';
+import { portableState } from '../states.js';
 
 export const ACTION_ENV = 'THREADLEAK_ACTION';
 export const EXIT_TIMEOUT_ENV = 'THREADLEAK_EXIT_TIMEOUT_MS';
@@ -62,50 +65,78 @@ function readExitTimeout(): number {
   return DEFAULT_EXIT_TIMEOUT_MS;
 }
 
-function reportLeaks(scope: ThreadLeakScope, action: string, code: number): void {
+/** True when a thread not in the baseline is alive: the common clean exit needs nothing more. */
+function anythingNew(baseline: WorkerBaseline): boolean {
+  return listOwnThreads().some(
+    (t) => !baseline.keys.has(t.key) && !isLibraryThread(t.key) && portableState(t.rawState) !== 'zombie',
+  );
+}
+
+function reportLeaks(baseline: WorkerBaseline, action: string, code: number): void {
+  if (!anythingNew(baseline)) return;
+  // The scope machinery (stacks, creators, Workers, filters) is loaded only now.
+  const threads = require('../threads.js') as typeof import('../threads.js');
+  const options = threads.resolveThreadLeakOptions('threadleak/register', {});
+  options.excludeRuntimeThreads = true;
+  const scope = threads.openThreadLeakScope(options, baseline);
+  const { waitForLeaksSync } = require('../scope.js') as typeof import('../scope.js');
   const leaks = waitForLeaksSync(() => scope.leaks(), EXIT_GRACE_PERIOD_MS);
   if (leaks.length === 0) return;
   writeStderr(formatExitLeaks(leaks));
   if (action === 'raise' && code === 0) process.exitCode = 1;
 }
 
-function armWatchdog(timeoutMs: number): void {
-  const armed = armExitWatchdog(timeoutMs, formatExitHangHeading(timeoutMs, process.pid));
-  if ('error' in armed) {
-    writeStderr(formatRegisterFailed('the exit watchdog could not start', armed.error));
-  } else if (armed.threadId > 0) {
-    registerLibraryThread(threadKey(armed.threadId));
+/** Starts the watchdog (it waits to be armed at exit); false when it could not start. */
+function startWatchdog(timeoutMs: number): boolean {
+  const started = startExitWatchdog(timeoutMs, formatExitHangHeading(timeoutMs, process.pid));
+  if ('error' in started) {
+    writeStderr(formatRegisterFailed('no hang-at-exit watchdog', started.error));
+    return false;
   }
+  registerLibraryThread(threadKey(started.threadId));
+  return true;
 }
 
 function install(): void {
   const action = readAction();
   const exitTimeoutMs = readExitTimeout();
-  let scope: ThreadLeakScope;
+  let baseline: WorkerBaseline;
+  let watchdog = false;
   try {
-    scope = openThreadLeakScope(resolveThreadLeakOptions('threadleak/register', {}));
+    // The watchdog first: it is in the baseline, and registered as threadleak's own besides.
+    watchdog = exitTimeoutMs > 0 && startWatchdog(exitTimeoutMs);
+    baseline = takeBaseline();
   } catch (error) {
     writeStderr(formatRegisterFailed('no exit report', error));
     return;
   }
   process.on('exit', (code) => {
     try {
-      reportLeaks(scope, action, code);
+      reportLeaks(baseline, action, code);
     } catch (error) {
       writeStderr(formatRegisterFailed('the exit report failed', error));
     }
-    if (exitTimeoutMs === 0) return;
+    if (!watchdog) return;
     try {
-      armWatchdog(exitTimeoutMs);
+      armExitWatchdog();
     } catch (error) {
-      writeStderr(formatRegisterFailed('the exit watchdog could not start', error));
+      writeStderr(formatRegisterFailed('the exit watchdog could not be armed', error));
     }
   });
 }
 
+/**
+ * Preloads run in every Worker too, where this does nothing. (node:worker_threads
+ * would tell, but loading it costs about 3 ms, a fifth of this module's budget:
+ * Node replaces process.chdir in every Worker by a function flagged `disabled`.)
+ */
+function inWorker(): boolean {
+  return (process.chdir as { disabled?: unknown }).disabled === true;
+}
+
 // Once per process, however many times and ways it is loaded (-r and --import, ES and CommonJS).
 const holder = globalThis as { [LOADED]?: true };
-if (isMainThread && !holder[LOADED]) {
+if (!inWorker() && !holder[LOADED]) {
   holder[LOADED] = true;
   install();
 }

@@ -8,7 +8,7 @@
 // a bundled copy beside an external one), and both must see one set of options.
 import { isMainThread } from 'node:worker_threads';
 import { processOnce } from '../binding.js';
-import { invalidOption } from '../errors.js';
+import { invalidOption, ThreadLeakError } from '../errors.js';
 import { checkOptionsObject, rejectUnknownOptions } from '../options.js';
 import { formatConcurrentTestsNotice, formatIntegrationUnsupported, formatSharedProcessWarning } from '../report.js';
 import type { LeakAction } from '../scope.js';
@@ -130,6 +130,9 @@ export async function closeCheck(check: OpenedCheck | undefined): Promise<unknow
     await check.scope.close();
     return undefined;
   } catch (error) {
+    // Where in threadleak the check threw says nothing about the test: the
+    // runner shows the report alone (the test's name says where).
+    if (error instanceof ThreadLeakError) error.stack = `${error.name}: ${error.message}`;
     return error;
   }
 }

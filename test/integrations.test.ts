@@ -190,6 +190,33 @@ function expectFileLeak(text: string): void {
   expect(text).toContain(CREATOR);
 }
 
+/** What every runner's run of testFiles() must come to; `fileLeak` is where the runner put the file's failure. */
+function expectOutcomes(tests: Outcomes, fileLeak: string): void {
+  expectLeakyFile(tests.leaky!);
+  expectFakeTimersFile(tests['fake-timers']!);
+  expectConfiguredFiles(tests);
+  expectFileLeak(fileLeak);
+}
+
+/** Files that overlap in time when run as Workers of one process: each one's scopes see the others' Workers start and end. */
+function sharedFiles(runner: Runner): Record<string, string> {
+  const files: Record<string, string> = {};
+  for (const n of [1, 2, 3, 4]) {
+    files[`shared-${n}`] = `${prelude(runner)}\nconst lib = require('./native.cjs');
+test('waits while other files run', async () => { lib.stop(lib.start('tl-shared')); await new Promise((r) => setTimeout(r, 300)); });
+test('again', async () => { await new Promise((r) => setTimeout(r, 300)); });
+`;
+  }
+  return files;
+}
+
+/** A run of sharedFiles(): every test passes, and the warning is said once for the whole process. */
+function expectSharedRun({ status, output }: RunResult): void {
+  expect({ status, leak: /ThreadLeakError/.test(output) }).toEqual({ status: 0, leak: false });
+  expect(output.match(/ERR_THREADLEAK_SHARED_PROCESS/g)).toHaveLength(1);
+  expect(output).toContain('test files share this process');
+}
+
 afterAll(() => { if (!process.env.KEEP) rmSync(base, { recursive: true, force: true }); });
 beforeAll(() => mkdirSync(base, { recursive: true }));
 
@@ -201,10 +228,7 @@ describe('threadleak/vitest', () => {
     const { status, output } = run(dir, [...VITEST_NODE_ARGS, `${root}node_modules/vitest/vitest.mjs`, 'run', '--reporter=json', '--outputFile=report.json', '--reporter=default']);
     expect(status).toBe(1);
     const { tests, fileFailures } = outcomesFromJson(`${dir}/report.json`);
-    expectLeakyFile(tests.leaky!);
-    expectFakeTimersFile(tests['fake-timers']!);
-    expectConfiguredFiles(tests);
-    expectFileLeak(fileFailures['file-leak']!);
+    expectOutcomes(tests, fileFailures['file-leak']!);
     expect(fileFailures.pooled).toBe('');
     // The runner's own output shows the report as the failure of that test.
     expect(output).toMatch(/FAIL\s+leaky\.vitest\.mjs > leaks a native thread\nThreadLeakError: 1 thread leaked/);
@@ -212,21 +236,10 @@ describe('threadleak/vitest', () => {
   });
 
   it("in a shared process (pool 'threads') says so once and reports no other file's Worker", { timeout: RUNNER_TIMEOUT_MS + 10_000 }, () => {
-    // Files that overlap in time: each one's scopes see the other files' Workers start and end.
-    const files: Record<string, string> = {};
-    for (const n of [1, 2, 3, 4]) {
-      files[`shared-${n}`] = `${prelude('vitest')}\nconst lib = require('./native.cjs');
-test('waits while other files run', async () => { lib.stop(lib.start('tl-shared')); await new Promise((r) => setTimeout(r, 300)); });
-test('again', async () => { await new Promise((r) => setTimeout(r, 300)); });
-`;
-    }
-    const dir = writeProject('vitest', files, {
+    const dir = writeProject('vitest', sharedFiles('vitest'), {
       'vitest.config.mjs': `export default { test: { include: ['*.vitest.mjs'], pool: 'threads', maxWorkers: 3, setupFiles: ['threadleak/vitest'] } };`,
     });
-    const { status, output } = run(dir, [...VITEST_NODE_ARGS, `${root}node_modules/vitest/vitest.mjs`, 'run']);
-    expect({ status, leak: /ThreadLeakError/.test(output) }).toEqual({ status: 0, leak: false });
-    expect(output.match(/ERR_THREADLEAK_SHARED_PROCESS/g)).toHaveLength(1);
-    expect(output).toContain("test files share this process");
+    expectSharedRun(run(dir, [...VITEST_NODE_ARGS, `${root}node_modules/vitest/vitest.mjs`, 'run']));
   });
 });
 
@@ -238,11 +251,16 @@ describe('threadleak/jest', () => {
     const { status, output } = run(dir, [`${root}node_modules/jest/bin/jest.js`, '--ci', '--json', '--outputFile=report.json']);
     expect(status).toBe(1);
     const { tests, fileFailures } = outcomesFromJson(`${dir}/report.json`);
-    expectLeakyFile(tests.leaky!);
-    expectFakeTimersFile(tests['fake-timers']!);
-    expectConfiguredFiles(tests);
-    expectFileLeak(fileFailures['file-leak']!);
+    expectOutcomes(tests, fileFailures['file-leak']!);
+    expect(fileFailures.pooled).toBe('');
     expect(output).toMatch(/● leaks a native thread\n\n\s+ThreadLeakError: 1 thread leaked/);
+  });
+
+  it('with workerThreads says once that test files share the process, and reports no other file\'s Worker', { timeout: RUNNER_TIMEOUT_MS + 10_000 }, () => {
+    const dir = writeProject('jest', sharedFiles('jest'), {
+      'jest.config.cjs': `module.exports = { testMatch: ['**/*.jest.cjs'], setupFilesAfterEnv: ['threadleak/jest'], workerThreads: true, maxWorkers: 3, transform: {}, watchman: false, cacheDirectory: __dirname + '/.jest-cache' };`,
+    });
+    expectSharedRun(run(dir, [`${root}node_modules/jest/bin/jest.js`, '--ci']));
   });
 });
 
@@ -264,9 +282,9 @@ describe('threadleak/node-test', () => {
       pooled: 0,
       'file-leak': 1,
     });
-    expectLeakyFile(tests.leaky!);
-    expectFakeTimersFile(tests['fake-timers']!);
-    expectConfiguredFiles(tests);
-    expectFileLeak(outputs['file-leak']!.output);
+    // Node 20 and 21 drop a root after hook's error: the leak is on stderr, which the
+    // TAP reporter passes on as comments with backslashes escaped (Windows paths).
+    const fileLeak = outputs['file-leak']!.output;
+    expectOutcomes(tests, Number(process.versions.node.split('.')[0]) >= 22 ? fileLeak : fileLeak.replace(/\\\\/g, '\\'));
   });
 });

@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import { registerLibraryThread } from '../src/runtime.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   DEFAULT_THREAD_NAME_FILTER,
@@ -216,6 +217,15 @@ describe('noThreadLeaks: creators and stacks', () => {
     })());
     expect(error.message).toContain(`started by ${DEFAULT_ENTRY} in ${fixtureModule}`);
     expect(error.message).toMatch(/\n {8}#\d spawner_thread_body\+0x[0-9a-f]+ \(/);
+  });
+
+  it("never reports a thread registered as threadleak's own (the exit watchdog)", async () => {
+    const scope = noThreadLeaks(raise());
+    const { tids } = startNative({ count: 2, name: 'tl-own' });
+    const own = threads().find((t) => t.id === tids[0])!;
+    registerLibraryThread(own.key);
+    const { leaks } = await leakErrorOf(scope.close());
+    expect(leaks.map((t) => t.id)).toEqual([tids[1]]);
   });
 
   it('keeps the creator of a leak found again: leaks() twice, then close()', async () => {

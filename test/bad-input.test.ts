@@ -88,6 +88,12 @@ describe("the test-runner integrations' configure()", () => {
     expect(() => configure('file')).toThrow(invalid(/options must be an object, got 'file'/));
   });
 
+  it('threadleak/jest outside Jest says where it belongs', () => {
+    const child = runNode(['-e', `require(${JSON.stringify(`${root}dist/integrations/jest.js`)})`]);
+    expect(child.status).toBe(1);
+    expect(child.stderr).toContain('threadleak/jest must be loaded by Jest, from setupFilesAfterEnv');
+  });
+
   it('a bad call changes nothing: the options set before stay', async () => {
     configure({ scope: 'file', action: 'log', logger: { warn() {} } });
     expect(() => configure({ scope: 'file', gracePeriodMs: -1 })).toThrow(invalid(/gracePeriodMs/));

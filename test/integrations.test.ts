@@ -222,7 +222,17 @@ beforeAll(() => mkdirSync(base, { recursive: true }));
 
 describe('threadleak/vitest', () => {
   it('fails the leaking test with the report, passes the others, and honours configure()', { timeout: RUNNER_TIMEOUT_MS + 10_000 }, () => {
-    const dir = writeProject('vitest', testFiles('vitest'), {
+    // The ES and CommonJS entries are one module instance in vitest's module graph too: the same classes.
+    const oneInstance = `import { test, expect } from 'vitest';
+import { createRequire } from 'node:module';
+import * as imported from 'threadleak';
+const required = createRequire(import.meta.url)('threadleak');
+test('shares one instance', () => {
+  expect(imported.ThreadLeakError).toBe(required.ThreadLeakError);
+  expect(imported.noThreadLeaks).toBe(required.noThreadLeaks);
+});
+`;
+    const dir = writeProject('vitest', { ...testFiles('vitest'), 'one-instance': oneInstance }, {
       'vitest.config.mjs': `export default { test: { include: ['*.vitest.mjs'], pool: 'forks', setupFiles: ['threadleak/vitest'] } };`,
     });
     const { status, output } = run(dir, [...VITEST_NODE_ARGS, `${root}node_modules/vitest/vitest.mjs`, 'run', '--reporter=json', '--outputFile=report.json', '--reporter=default']);
@@ -230,6 +240,7 @@ describe('threadleak/vitest', () => {
     const { tests, fileFailures } = outcomesFromJson(`${dir}/report.json`);
     expectOutcomes(tests, fileFailures['file-leak']!);
     expect(fileFailures.pooled).toBe('');
+    expect(tests['one-instance']).toEqual({ 'shares one instance': { status: 'passed', failure: '' } });
     // The runner's own output shows the report as the failure of that test.
     expect(output).toMatch(/FAIL\s+leaky\.vitest\.mjs > leaks a native thread\nThreadLeakError: 1 thread leaked/);
     expect(output).not.toContain('ERR_THREADLEAK_SHARED_PROCESS');

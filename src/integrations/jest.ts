@@ -115,9 +115,10 @@ if (!holder[INSTALLED]) {
 }
 
 /**
- * Sets the options of the scopes opened from now on: those of noThreadLeaks
- * (action default 'raise'), and `scope: 'test' | 'file'`. Call it from a
- * setupFilesAfterEnv file; a bad option is a TypeError that names it.
+ * Sets the options of every test's (or file's) scope, those open included:
+ * those of noThreadLeaks (action default 'raise'), and `scope: 'test' | 'file'`.
+ * Call it from a setupFilesAfterEnv file; a bad option is a TypeError that names
+ * it, and changes nothing.
  */
 export function configure(options?: TestRunnerOptions): void {
   harness.configureTestRunner(RUNNER, options);

@@ -28,8 +28,8 @@ import {
 import { isLibraryThread, listOwnThreads, registerLibraryThread, takeBaseline, type WorkerBaseline } from '../runtime.js';
 import { portableState } from '../states.js';
 
-export const ACTION_ENV = 'THREADLEAK_ACTION';
-export const EXIT_TIMEOUT_ENV = 'THREADLEAK_EXIT_TIMEOUT_MS';
+const ACTION_ENV = 'THREADLEAK_ACTION';
+const EXIT_TIMEOUT_ENV = 'THREADLEAK_EXIT_TIMEOUT_MS';
 const EXIT_ACTIONS = ['warn', 'raise'] as const;
 const DEFAULT_EXIT_TIMEOUT_MS = 5000;
 const MAX_EXIT_TIMEOUT_MS = 86_400_000;

@@ -130,11 +130,28 @@ export async function closeCheck(check: OpenedCheck | undefined): Promise<unknow
     await check.scope.close();
     return undefined;
   } catch (error) {
-    // Where in threadleak the check threw says nothing about the test: the
-    // runner shows the report alone (the test's name says where).
-    if (error instanceof ThreadLeakError) error.stack = `${error.name}: ${error.message}`;
-    return error;
+    return withoutOwnFrames(error);
   }
+}
+
+/** closeCheck, blocking while it waits: for a check made when the event loop has ended. */
+export function closeCheckSync(check: OpenedCheck | undefined): unknown {
+  if (check === undefined || check.kind !== state().scope) return undefined;
+  try {
+    check.scope.closeSync();
+    return undefined;
+  } catch (error) {
+    return withoutOwnFrames(error);
+  }
+}
+
+/**
+ * Where in threadleak the check threw says nothing about the test: the
+ * runner shows the report alone (the test's name says where).
+ */
+function withoutOwnFrames(error: unknown): unknown {
+  if (error instanceof ThreadLeakError) error.stack = `${error.name}: ${error.message}`;
+  return error;
 }
 
 /**

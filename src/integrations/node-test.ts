@@ -10,9 +10,10 @@
 // after every afterEach hook, and after the t.after cleanups the test body
 // added. A file scope is a root `before` (run at once, before the file's code),
 // checked by an `after` added from the root's own after hook, so it runs after
-// the file's root `after` hooks too.
-// Node 20 and 21 drop an error thrown by a root `after` hook: there a file's
-// leak is written to stderr and fails the file through its exit code.
+// the file's root `after` hooks too. Node 20 and 21 drop an error thrown by a
+// root `after` hook, and 21 never runs one added while they run: there the
+// file is checked when its process exits, and a leak is written to stderr and
+// fails the file through the exit code.
 import { after, afterEach, before, beforeEach, type SuiteContext, type TestContext } from 'node:test';
 import { writeSync } from 'node:fs';
 import * as harness from './harness.js';
@@ -31,10 +32,10 @@ async function finish(check: Check): Promise<void> {
   if (error !== undefined) throw error;
 }
 
-async function finishFile(check: Check): Promise<void> {
-  const error = await harness.closeCheck(check);
+/** Node 20 and 21: the file's check when its process exits (the event loop has ended: a blocking wait). */
+function finishFileAtExit(check: Check): void {
+  const error = harness.closeCheckSync(check);
   if (error === undefined) return;
-  if (ROOT_AFTER_ERRORS_REPORTED) throw error;
   try {
     writeSync(2, `${error instanceof Error && error.stack ? error.stack : String(error)}\n`);
   } catch {
@@ -69,7 +70,10 @@ function install(): void {
   before(() => {
     fileCheck = harness.openCheck(RUNNER, 'file', true);
   });
-  after((context) => afterTheRest(context, () => finishFile(fileCheck)));
+  after((context) => {
+    if (ROOT_AFTER_ERRORS_REPORTED) return afterTheRest(context, () => finish(fileCheck));
+    process.once('exit', () => finishFileAtExit(fileCheck));
+  });
   beforeEach((context) => {
     const check = harness.openCheck(RUNNER, 'test');
     if (check) checks.set(context, check);

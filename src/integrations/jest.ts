@@ -41,10 +41,19 @@ const INSTALLED = Symbol.for('threadleak.jest.installed');
 function eventHandler(): CircusHandler {
   const checks = new WeakMap<CircusTest, NonNullable<Check>>();
   let fileCheck: Check;
+  // A handler that throws would break Jest's run: what fails here fails the test (or the file).
+  const open = (kind: 'test' | 'file', errors: unknown[]): Check => {
+    try {
+      return harness.openCheck(RUNNER, kind);
+    } catch (error) {
+      errors.push(error);
+      return undefined;
+    }
+  };
   return async (event, state) => {
     switch (event.name) {
       case 'run_start':
-        fileCheck = harness.openCheck(RUNNER, 'file');
+        fileCheck = open('file', state.unhandledErrors);
         return;
       case 'test_started': {
         const test = event.test!;
@@ -52,7 +61,7 @@ function eventHandler(): CircusHandler {
           harness.noteConcurrentTest(RUNNER);
           return;
         }
-        const check = harness.openCheck(RUNNER, 'test');
+        const check = open('test', test.errors);
         if (check) checks.set(test, check);
         return;
       }

@@ -169,20 +169,19 @@ Napi::Value CaptureStack(const Napi::CallbackInfo& info) {
   return result;
 }
 
-// armExitWatchdog(timeoutMs: number, heading: string) -> { threadId } | { error: string }
-// Started from the 'exit' event by threadleak/register; see exit_watchdog.cc.
-Napi::Value ArmExitWatchdog(const Napi::CallbackInfo& info) {
+// startExitWatchdog(timeoutMs: number, heading: string) -> { threadId } | { error: string }
+// armExitWatchdog() -> boolean. Used by threadleak/register; see exit_watchdog.cc.
+Napi::Value StartExitWatchdog(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsString()) {
-    throw Napi::TypeError::New(env, "armExitWatchdog(timeoutMs, heading): a number and a string");
+    throw Napi::TypeError::New(env, "startExitWatchdog(timeoutMs, heading): a number and a string");
   }
   const double timeout_ms = info[0].As<Napi::Number>().DoubleValue();
   if (!(timeout_ms >= 0 && timeout_ms <= 86400000.0)) {
-    throw Napi::RangeError::New(env, "armExitWatchdog(timeoutMs, heading): timeoutMs from 0 to 86400000");
+    throw Napi::RangeError::New(env, "startExitWatchdog(timeoutMs, heading): timeoutMs from 0 to 86400000");
   }
   std::string error;
-  const uint64_t tid = threadleak::ArmExitWatchdog(timeout_ms, info[1].As<Napi::String>().Utf8Value(),
-                                                   threadleak::CurrentThreadId(), &error);
+  const uint64_t tid = threadleak::StartExitWatchdog(timeout_ms, info[1].As<Napi::String>().Utf8Value(), &error);
   Napi::Object result = Napi::Object::New(env);
   if (!error.empty()) {
     result.Set("error", error);
@@ -190,6 +189,10 @@ Napi::Value ArmExitWatchdog(const Napi::CallbackInfo& info) {
     result.Set("threadId", static_cast<double>(tid));
   }
   return result;
+}
+
+Napi::Value ArmExitWatchdog(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), threadleak::ArmExitWatchdog(threadleak::CurrentThreadId()));
 }
 
 // processOnce(name: string) -> boolean: true the first time in this process.
@@ -206,6 +209,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("currentThreadId", Napi::Function::New(env, CurrentThreadId, "currentThreadId"));
   exports.Set("prewarmThreadpool", Napi::Function::New(env, PrewarmThreadpool, "prewarmThreadpool"));
   exports.Set("captureStack", Napi::Function::New(env, CaptureStack, "captureStack"));
+  exports.Set("startExitWatchdog", Napi::Function::New(env, StartExitWatchdog, "startExitWatchdog"));
   exports.Set("armExitWatchdog", Napi::Function::New(env, ArmExitWatchdog, "armExitWatchdog"));
   exports.Set("processOnce", Napi::Function::New(env, ProcessOnce, "processOnce"));
   return exports;

@@ -1,7 +1,9 @@
 // exit_watchdog.cc — says why a process hangs at exit.
 //
-// Strategy: threadleak/register arms this in the process's 'exit' event. A
-// detached thread sleeps for the timeout; when the process has not ended by
+// Strategy: threadleak/register starts a detached thread when it loads, which
+// waits on a condition variable until the process's 'exit' event arms it (so
+// that exit creates no thread, which can fail or take long in a process short
+// of them). Armed, it sleeps for the timeout; when the process has not ended by
 // then (an addon's cleanup hook or a library's destructor joins a thread that
 // never ends, a context close waits for a message that cannot be delivered),
 // it writes every thread's native stack to stderr and ends. No JavaScript
@@ -163,39 +165,76 @@ std::string DescribeThreads(uint64_t self, uint64_t exiting_tid) {
   return text;
 }
 
-struct Startup {
+// The one watchdog of the process, never freed (see the header comment).
+struct Watchdog {
   std::mutex mutex;
-  std::condition_variable said;
-  uint64_t tid = 0;
+  std::condition_variable changed;
+  uint64_t tid = 0;  // said by the thread once it runs
+  bool armed = false;
+  uint64_t exiting_tid = 0;
+  std::string heading;
+  std::chrono::microseconds delay{0};
 };
+
+std::mutex& g_start_mutex = *new std::mutex;  // never destroyed
+Watchdog* g_watchdog = nullptr;                // under g_start_mutex
+
+void RunWatchdog(Watchdog* dog) {
+  NameThisThread();
+  const uint64_t self = CurrentThreadId();
+  std::unique_lock<std::mutex> lock(dog->mutex);
+  dog->tid = self;
+  dog->changed.notify_all();
+  dog->changed.wait(lock, [dog] { return dog->armed; });
+  const auto deadline = std::chrono::steady_clock::now() + dog->delay;
+  const uint64_t exiting_tid = dog->exiting_tid;
+  const std::string heading = dog->heading;
+  lock.unlock();
+  std::this_thread::sleep_until(deadline);
+  WriteAll(heading + "\n" + DescribeThreads(self, exiting_tid));
+}
 
 }  // namespace
 
-uint64_t ArmExitWatchdog(double timeout_ms, const std::string& heading, uint64_t exiting_tid, std::string* error) {
-  // Owned by the thread and never freed (see the header comment); the
-  // startup record too, since the arming thread may stop waiting for it.
-  auto* text = new std::string(heading);
-  auto* startup = new Startup;
-  const auto delay = std::chrono::microseconds(static_cast<int64_t>(timeout_ms * 1000));
-  try {
-    std::thread([text, startup, delay, exiting_tid] {
-      NameThisThread();
-      const uint64_t self = CurrentThreadId();
-      {
-        std::lock_guard<std::mutex> lock(startup->mutex);
-        startup->tid = self;
-      }
-      startup->said.notify_all();
-      std::this_thread::sleep_for(delay);
-      WriteAll(*text + "\n" + DescribeThreads(self, exiting_tid));
-    }).detach();
-  } catch (const std::exception& e) {
-    *error = e.what();
+uint64_t StartExitWatchdog(double timeout_ms, const std::string& heading, std::string* error) {
+  std::lock_guard<std::mutex> start_lock(g_start_mutex);
+  Watchdog* dog = g_watchdog;
+  if (dog == nullptr) {
+    dog = new Watchdog;
+    dog->heading = heading;
+    dog->delay = std::chrono::microseconds(static_cast<int64_t>(timeout_ms * 1000));
+    try {
+      std::thread(RunWatchdog, dog).detach();
+    } catch (const std::exception& e) {
+      delete dog;  // no thread has it
+      *error = e.what();
+      return 0;
+    }
+    g_watchdog = dog;
+  }
+  std::unique_lock<std::mutex> lock(dog->mutex);
+  if (!dog->changed.wait_for(lock, kStartWait, [dog] { return dog->tid != 0; })) {
+    *error = "the watchdog thread did not start within 2 s";
     return 0;
   }
-  std::unique_lock<std::mutex> lock(startup->mutex);
-  startup->said.wait_for(lock, kStartWait, [startup] { return startup->tid != 0; });
-  return startup->tid;
+  return dog->tid;
+}
+
+bool ArmExitWatchdog(uint64_t exiting_tid) {
+  Watchdog* dog;
+  {
+    std::lock_guard<std::mutex> start_lock(g_start_mutex);
+    dog = g_watchdog;
+  }
+  if (dog == nullptr) return false;
+  {
+    std::lock_guard<std::mutex> lock(dog->mutex);
+    if (dog->armed) return true;
+    dog->armed = true;
+    dog->exiting_tid = exiting_tid;
+  }
+  dog->changed.notify_all();
+  return true;
 }
 
 bool ProcessOnce(const std::string& name) {

@@ -8,14 +8,20 @@
 
 namespace threadleak {
 
-// Starts a detached native thread that sleeps `timeout_ms` and, if the process
-// is still alive then, writes `heading` and every other thread's id, name,
-// state and native stack to stderr, once. The process ending first simply
-// ends it. `exiting_tid` is the thread that is exiting (marked in the dump).
+// Starts the watchdog: a detached native thread that waits until it is armed,
+// then sleeps `timeout_ms` and, if the process is still alive then, writes
+// `heading` and every other thread's id, name, state and native stack to
+// stderr, once. The process ending first simply ends it. Started early (when
+// threadleak/register loads), so that arming it at exit creates no thread.
 // Returns the watchdog's thread id, or 0 with *error set when no thread could
-// be started. Everything the thread uses is its own and never freed: it may
-// run while the process's static objects are being destroyed.
-uint64_t ArmExitWatchdog(double timeout_ms, const std::string& heading, uint64_t exiting_tid, std::string* error);
+// be started (or it did not say its id in time). At most one per process: a
+// second call returns the first one's id. Everything the thread uses is its
+// own and never freed: it may run while static objects are being destroyed.
+uint64_t StartExitWatchdog(double timeout_ms, const std::string& heading, std::string* error);
+
+// Arms the watchdog: the timeout runs from now. `exiting_tid` is the thread
+// that is exiting (marked in the dump). False when none was started.
+bool ArmExitWatchdog(uint64_t exiting_tid);
 
 // True the first time it is called with `name` in this process, from any
 // thread or Worker (the addon is loaded once per process): lets a message

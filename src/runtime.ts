@@ -104,13 +104,14 @@ export function isLibraryThread(key: string): boolean {
 }
 
 /**
- * The baseline of this process's threads, taken now without pre-warming the
- * pool: for a caller that opens its scope later, with excludeRuntimeThreads
- * (threadleak/register, which loads the scope machinery only at exit, and
- * only when something new is alive then).
+ * A scope's baseline: the keys of this process's threads now, the libuv pool
+ * pre-warmed first unless `prewarm` is false (threadleak/register, whose
+ * check at exit leaves out the runtime's threads instead: an app that never
+ * uses the pool gets none).
  */
-export function takeBaseline(): WorkerBaseline {
-  return { keys: new Set(listOwnThreads().map((t) => t.key)), seq: lastSeq };
+export function takeBaseline(prewarm = true): WorkerBaseline {
+  const seq = prewarm ? prepareBaseline() : lastSeq;
+  return { keys: new Set(listOwnThreads().map((t) => t.key)), seq };
 }
 
 /** This process's threads as the addon lists them; an OS failure is thrown. */

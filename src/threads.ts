@@ -2,7 +2,7 @@
 import type { Worker } from 'node:worker_threads';
 import { ThreadLeakError } from './errors.js';
 import { formatCannotStopThreads, formatThreadLeaks } from './report.js';
-import { isLibraryThread, isRuntimeModule, mapWorkers, prepareBaseline, workerForThread, type WorkerBaseline } from './runtime.js';
+import { isLibraryThread, isRuntimeModule, mapWorkers, takeBaseline, workerForThread, type WorkerBaseline } from './runtime.js';
 import {
   checkDecoratorKind,
   isDecoratorContext,
@@ -131,14 +131,9 @@ class ThreadLeakDetector implements LeakDetector<LeakedThread> {
   // Native threads with their creator (and stack) by key: read once per scope.
   readonly #detail = new Map<string, LeakedThread>();
 
-  constructor(options: ResolvedThreadOptions, baseline?: WorkerBaseline) {
+  constructor(options: ResolvedThreadOptions, baseline: WorkerBaseline = takeBaseline()) {
     this.#options = options;
-    if (baseline) {
-      this.#baseline = baseline;
-    } else {
-      const seq = prepareBaseline();
-      this.#baseline = { keys: new Set(threads().map((t) => t.key)), seq };
-    }
+    this.#baseline = baseline;
   }
 
   #enrich(thread: ThreadInfo, withDetail: boolean): LeakedThread {

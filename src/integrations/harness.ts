@@ -91,14 +91,18 @@ export interface OpenedCheck {
   readonly kind: TestScopeKind;
 }
 
+/** What openCheck gives: undefined when nothing is checked. */
+export type Check = OpenedCheck | undefined;
+
 /**
  * Opens a scope for a test or a file (the baseline is taken now) when the
- * configured scope is `kind`, or always with `whatever` (a file's baseline
- * taken before the file's code could configure it: checked only if it did).
+ * configured scope is `kind`, or with `always` whatever it is (a file's
+ * baseline taken before the file's code could configure it: checked only if
+ * it did).
  */
-export function openCheck(runner: string, kind: TestScopeKind, whatever = false): OpenedCheck | undefined {
+export function openCheck(runner: string, kind: TestScopeKind, always = false): Check {
   const current = state();
-  if (current.scope !== kind && !whatever) return undefined;
+  if (current.scope !== kind && !always) return undefined;
   try {
     warnIfSharedProcess(runner);
     return { scope: openThreadLeakScope(current.options), kind };
@@ -124,7 +128,7 @@ let unsupportedSaid = false;
  * longer its kind. It waits for the grace period only when something new is
  * still alive.
  */
-export async function closeCheck(check: OpenedCheck | undefined): Promise<unknown> {
+export async function closeCheck(check: Check): Promise<unknown> {
   if (check === undefined || check.kind !== state().scope) return undefined;
   try {
     await check.scope.close();
@@ -134,8 +138,14 @@ export async function closeCheck(check: OpenedCheck | undefined): Promise<unknow
   }
 }
 
+/** closeCheck for a runner's hook: what would fail the test is thrown. */
+export async function finishCheck(check: Check): Promise<void> {
+  const error = await closeCheck(check);
+  if (error !== undefined) throw error;
+}
+
 /** closeCheck, blocking while it waits: for a check made when the event loop has ended. */
-export function closeCheckSync(check: OpenedCheck | undefined): unknown {
+export function closeCheckSync(check: Check): unknown {
   if (check === undefined || check.kind !== state().scope) return undefined;
   try {
     check.scope.closeSync();

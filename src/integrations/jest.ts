@@ -14,13 +14,12 @@
 // hooks are used and that is said once.
 import * as harness from './harness.js';
 import { formatJestWithoutEvents } from '../report.js';
-import type { TestRunnerOptions } from './harness.js';
+import type { Check, TestRunnerOptions } from './harness.js';
 
 export type { TestRunnerOptions, TestScopeKind } from './harness.js';
 
 const RUNNER = 'threadleak/jest';
 
-type Check = ReturnType<typeof harness.openCheck>;
 
 interface CircusTest {
   concurrent?: boolean;
@@ -90,11 +89,6 @@ interface JestHooks {
   afterAll(fn: () => unknown): void;
 }
 
-async function finish(check: Check): Promise<void> {
-  const error = await harness.closeCheck(check);
-  if (error !== undefined) throw error;
-}
-
 /** Without jest-circus's events: hooks, which the file's own root afterEach hooks follow. */
 function installHooks(): void {
   const hooks = globalThis as unknown as Partial<JestHooks>;
@@ -110,8 +104,8 @@ function installHooks(): void {
   hooks.beforeEach(() => {
     check = harness.openCheck(RUNNER, 'test');
   });
-  hooks.afterEach!(() => finish(check));
-  hooks.afterAll!(() => finish(fileCheck));
+  hooks.afterEach!(() => harness.finishCheck(check));
+  hooks.afterAll!(() => harness.finishCheck(fileCheck));
 }
 
 // Once per test file (each has its own global object), however it is loaded.

@@ -17,7 +17,7 @@
 import { after, afterEach, before, beforeEach, type SuiteContext, type TestContext } from 'node:test';
 import { writeSync } from 'node:fs';
 import * as harness from './harness.js';
-import type { TestRunnerOptions } from './harness.js';
+import type { Check, TestRunnerOptions } from './harness.js';
 
 export type { TestRunnerOptions, TestScopeKind } from './harness.js';
 
@@ -25,12 +25,6 @@ const RUNNER = 'threadleak/node-test';
 const INSTALLED = Symbol.for('threadleak.node-test.installed');
 const ROOT_AFTER_ERRORS_REPORTED = Number(process.versions.node.split('.')[0]) >= 22;
 
-type Check = ReturnType<typeof harness.openCheck>;
-
-async function finish(check: Check): Promise<void> {
-  const error = await harness.closeCheck(check);
-  if (error !== undefined) throw error;
-}
 
 /** Node 20 and 21: the file's check when its process exits (the event loop has ended: a blocking wait). */
 function finishFileAtExit(check: Check): void {
@@ -71,7 +65,7 @@ function install(): void {
     fileCheck = harness.openCheck(RUNNER, 'file', true);
   });
   after((context) => {
-    if (ROOT_AFTER_ERRORS_REPORTED) return afterTheRest(context, () => finish(fileCheck));
+    if (ROOT_AFTER_ERRORS_REPORTED) return afterTheRest(context, () => harness.finishCheck(fileCheck));
     process.once('exit', () => finishFileAtExit(fileCheck));
   });
   beforeEach((context) => {
@@ -82,7 +76,7 @@ function install(): void {
     const check = checks.get(context);
     if (check === undefined) return;
     checks.delete(context);
-    return afterTheRest(context, () => finish(check));
+    return afterTheRest(context, () => harness.finishCheck(check));
   });
 }
 

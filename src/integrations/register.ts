@@ -105,7 +105,7 @@ function install(): void {
   try {
     // The watchdog first: it is in the baseline, and registered as threadleak's own besides.
     watchdog = exitTimeoutMs > 0 && startWatchdog(exitTimeoutMs);
-    baseline = takeBaseline();
+    baseline = takeBaseline(false);
   } catch (error) {
     writeStderr(formatRegisterFailed('no exit report', error));
     return;

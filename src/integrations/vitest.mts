@@ -11,24 +11,18 @@
 // afterEach). A file scope is an `aroundAll` (or beforeAll/afterAll).
 import * as vitest from 'vitest';
 import * as harness from './harness.js';
-import type { TestRunnerOptions } from './harness.js';
+import type { Check, TestRunnerOptions } from './harness.js';
 
 export type { TestRunnerOptions, TestScopeKind } from './harness.js';
 
 const RUNNER = 'threadleak/vitest';
 
-type Check = ReturnType<typeof harness.openCheck>;
 interface TaskLike {
   concurrent?: boolean;
 }
 interface ContextLike {
   task?: TaskLike;
   onTestFinished?: (fn: () => unknown) => void;
-}
-
-async function finish(check: Check): Promise<void> {
-  const error = await harness.closeCheck(check);
-  if (error !== undefined) throw error;
 }
 
 function isConcurrent(context: ContextLike | undefined): boolean {
@@ -66,26 +60,26 @@ function register(): void {
       async (runTest, context) => {
         const check = isConcurrent(context) ? undefined : harness.openCheck(RUNNER, 'test');
         await runTest();
-        await finish(check);
+        await harness.finishCheck(check);
       },
     );
     (api.aroundAll as (fn: (run: () => Promise<void>) => Promise<void>) => void)(async (runSuite) => {
       const check = harness.openCheck(RUNNER, 'file');
       await runSuite();
-      await finish(check);
+      await harness.finishCheck(check);
     });
     return;
   }
   vitest.beforeEach((context: ContextLike) => {
     if (isConcurrent(context)) return;
     const check = harness.openCheck(RUNNER, 'test');
-    if (check) (context.onTestFinished ?? vitest.onTestFinished)(() => finish(check));
+    if (check) (context.onTestFinished ?? vitest.onTestFinished)(() => harness.finishCheck(check));
   });
   let fileCheck: Check;
   vitest.beforeAll(() => {
     fileCheck = harness.openCheck(RUNNER, 'file');
   });
-  vitest.afterAll(() => finish(fileCheck));
+  vitest.afterAll(() => harness.finishCheck(fileCheck));
 }
 
 if (firstForThisFile()) register();

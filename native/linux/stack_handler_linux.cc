@@ -30,6 +30,13 @@
 //    before unwinding the handler checks that kUnwindBytes below it are
 //    readable (a guard page is not) and only copies otherwise. (The main
 //    thread's stack grows on demand, so there is no such check there.)
+//  - The unwinder is the process's own (dlsym(RTLD_DEFAULT): libgcc_s, which
+//    Node loads), not whichever one this addon was linked with: a prebuild
+//    made with zig carries LLVM's libunwind statically, built without
+//    _dl_find_object, so it would always take the loader lock; libgcc_s of a
+//    glibc 2.35+ system does not. The three functions come from one provider
+//    (their context structs differ between implementations); where the
+//    process has none, the linked-in one is used.
 //  - The handler blocks every signal while it runs, its own included, so
 //    probes never nest on the target's stack.
 //  - The slots are never freed: a Worker may capture a stack while the
@@ -48,6 +55,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
 
 #include "stack_linux.h"
@@ -58,6 +66,34 @@ namespace linux_stack {
 std::atomic<ProbeSlot*> g_probe_slots[kSlotCount] = {};
 
 namespace {
+
+// The unwinder in use: the process's, or the one linked in (see above).
+struct Unwinder {
+  // decltype: GCC's and LLVM's unwind.h spell the return types differently.
+  decltype(&_Unwind_Backtrace) backtrace = &_Unwind_Backtrace;
+  decltype(&_Unwind_GetIPInfo) get_ip_info = &_Unwind_GetIPInfo;
+  decltype(&_Unwind_GetCFA) get_cfa = &_Unwind_GetCFA;
+};
+Unwinder g_unwinder;
+std::once_flag g_unwinder_once;
+
+void ResolveUnwinder() {
+  std::call_once(g_unwinder_once, [] {
+    void* backtrace = dlsym(RTLD_DEFAULT, "_Unwind_Backtrace");
+    void* get_ip_info = dlsym(RTLD_DEFAULT, "_Unwind_GetIPInfo");
+    void* get_cfa = dlsym(RTLD_DEFAULT, "_Unwind_GetCFA");
+    Dl_info a{}, b{}, c{};
+    // All three from one object, or none of them.
+    if (backtrace == nullptr || get_ip_info == nullptr || get_cfa == nullptr || dladdr(backtrace, &a) == 0 ||
+        dladdr(get_ip_info, &b) == 0 || dladdr(get_cfa, &c) == 0 || a.dli_fbase != b.dli_fbase ||
+        a.dli_fbase != c.dli_fbase) {
+      return;
+    }
+    g_unwinder.backtrace = reinterpret_cast<decltype(g_unwinder.backtrace)>(backtrace);
+    g_unwinder.get_ip_info = reinterpret_cast<decltype(g_unwinder.get_ip_info)>(get_ip_info);
+    g_unwinder.get_cfa = reinterpret_cast<decltype(g_unwinder.get_cfa)>(get_cfa);
+  });
+}
 
 pid_t Gettid() { return static_cast<pid_t>(syscall(SYS_gettid)); }
 
@@ -94,7 +130,7 @@ struct Walk {
 _Unwind_Reason_Code Collect(struct _Unwind_Context* context, void* arg) {
   auto* walk = static_cast<Walk*>(arg);
   int before_insn = 0;
-  uintptr_t ip = _Unwind_GetIPInfo(context, &before_insn);
+  uintptr_t ip = g_unwinder.get_ip_info(context, &before_insn);
   if (!walk->started) {
     if (walk->start_pc != 0 && ip != walk->start_pc) return _URC_NO_REASON;
     walk->started = true;
@@ -102,7 +138,7 @@ _Unwind_Reason_Code Collect(struct _Unwind_Context* context, void* arg) {
   if (ip == 0 || walk->count >= walk->capacity) return _URC_END_OF_STACK;
   walk->exact[walk->count] = before_insn != 0;
   walk->frames[walk->count++] = ip;
-  walk->last_sp = _Unwind_GetCFA(context);
+  walk->last_sp = g_unwinder.get_cfa(context);
   return _URC_NO_REASON;
 }
 
@@ -130,7 +166,7 @@ void Handler(int, siginfo_t* info, void* context) {
   slot->has_registers = RegistersFrom(context, &slot->pc, &slot->sp);
   if (slot->unwind && slot->has_registers && (!slot->check_room || RoomToUnwind())) {
     Walk walk{slot->frames, slot->exact, kMaxFrames, 0, slot->pc, false, 0};
-    _Unwind_Backtrace(Collect, &walk);
+    g_unwinder.backtrace(Collect, &walk);
     slot->count = walk.count;
     slot->last_sp = walk.last_sp;
   }
@@ -151,7 +187,7 @@ bool UnwindIsLockFree() {
   if (dlsym(RTLD_DEFAULT, "_dl_find_object") == nullptr) return false;
   Dl_info info{};
   struct link_map* map = nullptr;
-  if (dladdr1(reinterpret_cast<void*>(&_Unwind_Backtrace), &info, reinterpret_cast<void**>(&map),
+  if (dladdr1(reinterpret_cast<void*>(g_unwinder.backtrace), &info, reinterpret_cast<void**>(&map),
               RTLD_DL_LINKMAP) == 0 || map == nullptr || map->l_ld == nullptr) {
     return false;
   }
@@ -174,6 +210,7 @@ bool UnwindIsLockFree() {
 }  // namespace
 
 int InstallProbeHandler(bool* unwind_in_handler, std::string* problem) {
+  ResolveUnwinder();
   const char* unwind_env = getenv("THREADLEAK_STACK_UNWIND");
   *unwind_in_handler = !(unwind_env && strcmp(unwind_env, "0") == 0) && UnwindIsLockFree();
 
@@ -181,7 +218,7 @@ int InstallProbeHandler(bool* unwind_in_handler, std::string* problem) {
   uintptr_t frames[4];
   bool exact[4];
   Walk walk{frames, exact, 4, 0, 0, false, 0};
-  _Unwind_Backtrace(Collect, &walk);
+  g_unwinder.backtrace(Collect, &walk);
   unsigned char probe[16];
   CopyOwnMemory(reinterpret_cast<uintptr_t>(&walk), probe, sizeof probe);
   (void)RoomToUnwind();
@@ -205,8 +242,9 @@ bool ProbeHandlerIsOurs(int sig) { return ProbeSignalIsOurs(sig, Handler); }
 void UnwindHere(std::vector<RawFrame>* raw) {
   uintptr_t frames[kMaxFrames];
   bool exact[kMaxFrames];
+  ResolveUnwinder();
   Walk walk{frames, exact, kMaxFrames, 0, 0, false, 0};
-  _Unwind_Backtrace(Collect, &walk);
+  g_unwinder.backtrace(Collect, &walk);
   for (int i = 0; i < walk.count; i++) {
     RawFrame f;
     f.address = frames[i];

@@ -75,14 +75,53 @@ std::string Demangle(const char* name) {
   return result;
 }
 
-Symbol LookUp(uintptr_t address) {
-  Symbol s;
+// The load bias (what the file's addresses are moved by) of the object that
+// holds `address`. glibc tells it through dladdr1's link_map; musl has no
+// dladdr1, and its dli_fbase is where the first segment is mapped, which is
+// the bias only when that segment's address is 0: there, the object is found
+// among dl_iterate_phdr's by its segments.
+bool LoadBias(uintptr_t address, uintptr_t* bias) {
+#if defined(__GLIBC__)
   Dl_info info{};
   struct link_map* object = nullptr;
   if (dladdr1(reinterpret_cast<void*>(address), &info, reinterpret_cast<void**>(&object), RTLD_DL_LINKMAP) == 0 ||
-      info.dli_fbase == nullptr) {
-    return s;
+      object == nullptr) {
+    return false;
   }
+  *bias = object->l_addr;
+  return true;
+#else
+  struct Search {
+    uintptr_t address;
+    uintptr_t bias;
+    bool found;
+  } search{address, 0, false};
+  dl_iterate_phdr(
+      [](struct dl_phdr_info* info, size_t, void* data) -> int {
+        auto* search = static_cast<Search*>(data);
+        for (ElfW(Half) i = 0; i < info->dlpi_phnum; i++) {
+          const ElfW(Phdr)& segment = info->dlpi_phdr[i];
+          const uintptr_t start = info->dlpi_addr + segment.p_vaddr;
+          if (segment.p_type == PT_LOAD && search->address >= start && search->address - start < segment.p_memsz) {
+            search->bias = info->dlpi_addr;
+            search->found = true;
+            return 1;
+          }
+        }
+        return 0;
+      },
+      &search);
+  *bias = search.bias;
+  return search.found;
+#endif
+}
+
+Symbol LookUp(uintptr_t address) {
+  Symbol s;
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(address), &info) == 0 || info.dli_fbase == nullptr) return s;
+  uintptr_t bias = 0;
+  const bool has_bias = LoadBias(address, &bias);
   s.base = reinterpret_cast<uintptr_t>(info.dli_fbase);
   if (!g.maps_fresh) g.maps_fresh = ReadMaps(&g.maps);
   const Mapping* m = FindMapping(g.maps, address);
@@ -91,11 +130,10 @@ Symbol LookUp(uintptr_t address) {
   if (info.dli_sname != nullptr && info.dli_saddr != nullptr) {
     s.symbol = Demangle(info.dli_sname);
     s.base = reinterpret_cast<uintptr_t>(info.dli_saddr);
-  } else if (m != nullptr && object != nullptr && address >= object->l_addr &&
-             FileSymbol(*m, address - object->l_addr, &local, &local_start)) {
+  } else if (m != nullptr && has_bias && address >= bias && FileSymbol(*m, address - bias, &local, &local_start)) {
     // Not exported: named from the file's own symbol table.
     s.symbol = Demangle(local.c_str());
-    s.base = local_start + object->l_addr;
+    s.base = local_start + bias;
   }
   if (m != nullptr && !m->path.empty() && m->path[0] == '/') {
     s.module = m->path;

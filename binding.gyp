@@ -15,7 +15,7 @@
                       "native/linux/stack_elf_linux.cc", "native/linux/procfs_linux.cc",
                       "native/linux/stat_fd_cache_linux.cc"],
           "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-fvisibility=hidden"],
-          "ldflags": ["-Wl,-z,now", "-Wl,-z,nodelete"]
+          "ldflags": ["-Wl,-z,now", "-Wl,-z,nodelete", "-Wl,--version-script=<(module_root_dir)/native/linux/exports.map"]
         }],
         ["OS=='win'", {
           "sources": ["native/win32/threads_win32.cc", "native/win32/threads_toolhelp_win32.cc",
@@ -24,13 +24,21 @@
           "defines": ["UNICODE", "_UNICODE", "_WIN32_WINNT=0x0A00", "WIN32_LEAN_AND_MEAN", "NOMINMAX"],
           "msvs_settings": {"VCCLCompilerTool": {"AdditionalOptions": ["/std:c++17", "/W3"]}}
         }],
-        ["OS!='linux' and OS!='win'", {
-          "sources": ["native/unsupported/threads_unsupported.cc", "native/unsupported/stack_unsupported.cc"]
+        ["OS=='mac'", {
+          "sources": ["native/darwin/threads_darwin.cc", "native/darwin/stack_darwin.cc",
+                      "native/darwin/stack_walk_darwin.cc", "native/darwin/stack_symbols_darwin.cc"]
         }],
+        ["OS!='linux' and OS!='win' and OS!='mac'", {
+          "sources": ["native/unsupported/threads_unsupported.cc", "native/unsupported/stack_unsupported.cc"]
+        }]
+      ],
+      "target_conditions": [
         ["OS=='mac'", {
           "xcode_settings": {
             "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
-            "MACOSX_DEPLOYMENT_TARGET": "10.15"
+            "MACOSX_DEPLOYMENT_TARGET": "11.0",
+            "GCC_SYMBOLS_PRIVATE_EXTERN": "YES",
+            "OTHER_CPLUSPLUSFLAGS": ["$(inherited)", "-Wall", "-Wextra"]
           }
         }]
       ]

@@ -19,7 +19,9 @@
 //  - A thread blocked in a system call is read from what the kernel shows,
 //    never interrupted (as leak reports do): a thread woken by a probe signal
 //    could see EINTR and take another path out of its hang. Only a thread
-//    that shows nothing there (it is running) is probed.
+//    that shows nothing there (it is running) is probed. Windows and macOS
+//    read a stack by suspending the thread, which interrupts no system call:
+//    there the first read (timeout 0) already has every frame.
 //  - Windows ends every other thread before DLL_PROCESS_DETACH: a hang in a
 //    DLL's detach routine or a static destructor cannot be seen from here.
 //  - stderr may be a pipe that is full or closed: writes give up on error.

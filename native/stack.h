@@ -42,7 +42,9 @@ struct StackResult {
   //   "no-signal"        no probe signal: none free, disabled, or taken over
   //   "not-probed"       timeout 0: only what the kernel shows was read
   //   "os-error"         a system call failed; see detail (Windows: OpenThread,
-//                      SuspendThread, GetThreadContext, ReadProcessMemory)
+  //                      SuspendThread, GetThreadContext, ReadProcessMemory;
+  //                      macOS: task_threads, thread_suspend, thread_get_state,
+  //                      vm_read_overwrite)
   //   "unsupported"      no backend for this OS or CPU
   // With an error, `frames` holds what is still known: the PC and SP the
   // kernel reports and a scan of the stack (scanned frames).
@@ -51,8 +53,8 @@ struct StackResult {
   int signal = 0;      // the probe signal, 0 when none
   // The thread's start address, named like a frame (Windows: the address
   // given to CreateThread, or the C runtime's thread entry); address 0 when
-  // unknown, and always on Linux. Lets attribution name the creator when the
-  // frames stop short of the thread's entry.
+  // unknown, and always on Linux and macOS. Lets attribution name the
+  // creator when the frames stop short of the thread's entry.
   StackFrame start;
 };
 

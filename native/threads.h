@@ -54,7 +54,8 @@ uint64_t CurrentThreadId();
 // the last Worker that loaded it ends; a probe signal handler or an exit
 // watchdog thread left in unloaded code would crash the process, and a reload
 // would forget what this process already said once. Linux: linked with
-// -z nodelete instead (binding.gyp), so nothing to do here.
+// -z nodelete instead (binding.gyp), so nothing to do here. macOS (ld64 has
+// no such flag): one more dyld reference to the image, never released.
 void KeepAddonLoaded();
 
 }  // namespace threadleak

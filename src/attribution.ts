@@ -42,6 +42,15 @@
 // that start address is used instead, unless it lies in a runtime too (the C
 // runtime's thread entry behind _beginthreadex and std::thread): the function
 // given to CreateThread is the start routine by definition.
+//
+// macOS frames end at libsystem_pthread's thread_start (start_wqthread for a
+// dispatch worker, dyld's start for the main thread), so a stack that reaches
+// them reaches the entry. A std::thread enters through libc++'s
+// std::__1::__thread_proxy, a function template instantiated inside the addon
+// whose demangled name, like every function template's, begins with its
+// return type (`void* std::__1::__thread_proxy<...>(void*)`): a return type
+// before the runtime's namespace is allowed. Mach tells no start address, so
+// attribution rests on the frames alone.
 
 /** The fields of a frame that attribution reads. */
 export interface AttributableFrame {
@@ -81,10 +90,15 @@ const RUNTIME_MODULES: readonly RegExp[] = [
   /^libwinpthread-\d+\.dll$/,
   /^libstdc\+\+-\d+\.dll$/,
   /^libgcc_s_[^.]*\.dll$/,
-  // macOS: libSystem's parts, dyld, libc++.
+  // macOS: libSystem's C runtime parts (pthreads, libc, the system call
+  // stubs, the string/atomic/lock primitives of libsystem_platform, malloc),
+  // dyld, libc++. Not libdispatch: it is a thread pool that starts its own
+  // workers, and is named as their creator like any other library.
   /^libsystem_pthread\.dylib$/,
   /^libsystem_c\.dylib$/,
   /^libsystem_kernel\.dylib$/,
+  /^libsystem_platform\.dylib$/,
+  /^libsystem_malloc\.dylib$/,
   /^libdyld\.dylib$/,
   /^dyld$/,
   /^libc\+\+\.1\.dylib$/,
@@ -97,7 +111,11 @@ const RUNTIME_MODULES: readonly RegExp[] = [
 // Rust's standard library is instantiated into the crate that uses it the
 // same way: paths in std, core or alloc, including their impls
 // (`<std::...>::f`, `<alloc::boxed::Box<F> as core::ops::function::FnOnce<A>>::call_once`).
-const RUNTIME_SYMBOL = /^(std::|__gnu_cxx::|__cxxabiv1::|_ZN?K?St|_ZN9__gnu_cxx|<?(core|alloc)::|<std::)/;
+// A C++ function template's demangled name starts with its return type
+// (`void* std::__1::__thread_proxy<...>(void*)`): up to three plain words
+// may come before the namespace.
+const RUNTIME_SYMBOL =
+  /^(?:(?:[\w:]+[*&]* ){0,3}(?:std::|__gnu_cxx::|__cxxabiv1::)|_ZN?K?St|_ZN9__gnu_cxx|<?(core|alloc)::|<std::)/;
 const CRT_ENTRY_SYMBOLS: ReadonlySet<string> = new Set([
   '_start',
   '__libc_start_main',

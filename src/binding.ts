@@ -56,7 +56,7 @@ interface Addon {
   processOnce(name: string): boolean;
 }
 
-const SUPPORTED_PLATFORMS: ReadonlySet<string> = new Set(['linux', 'win32']);
+const SUPPORTED_PLATFORMS: ReadonlySet<string> = new Set(['linux', 'darwin', 'win32']);
 const NUMBERS_PER_THREAD = 4;
 const STRINGS_PER_THREAD = 3; // name, rawState, key
 

@@ -32,7 +32,7 @@ export function formatOsError(
 }
 
 export function formatUnsupportedPlatform(platform: string): string {
-  return `threadleak is not yet supported on ${platform}: its native thread backends exist for linux and win32 only`;
+  return `threadleak is not yet supported on ${platform}: its native thread backends exist for linux, darwin (macOS) and win32 only`;
 }
 
 // ---------------------------------------------------------------- thread leaks
@@ -286,7 +286,7 @@ const RECOVERED_FRAMES = '; frames recovered from what the kernel shows: its PC 
 export function formatStackError(threadId: number, data: StackErrorData): string {
   const gone = threadGoneText(threadId, data);
   if (gone !== undefined) return gone;
-  if (data.platform === 'win32') return formatWindowsStackError(threadId, data);
+  if (data.platform === 'win32' || data.platform === 'darwin') return formatSuspensionStackError(threadId, data);
   const { code, detail, signal, timeoutMs } = data;
   const probe = signal ? `the stack probe (signal ${signal})` : 'the stack probe';
   let text: string;
@@ -349,7 +349,8 @@ function threadGoneText(threadId: number, { code, detail }: StackErrorData): str
 // Windows reads a stack by suspending the thread (native/win32/stack_win32.cc):
 // no signal, no kernel view, no scan. The codes it gives: not-found, exited,
 // busy, os-error, unsupported; with an error, the frames are at most the PC.
-function formatWindowsStackError(threadId: number, data: StackErrorData): string {
+// Windows and macOS read a stack by suspending the thread for a moment: no probe, no signal.
+function formatSuspensionStackError(threadId: number, data: StackErrorData): string {
   const { code, detail } = data;
   let text: string;
   let detailUsed = false;
@@ -362,7 +363,7 @@ function formatWindowsStackError(threadId: number, data: StackErrorData): string
       detailUsed = true;
       break;
     case 'unsupported':
-      text = 'native stacks are not yet supported on win32';
+      text = `native stacks are not yet supported on ${data.platform}`;
       break;
     default:
       text = `the stack of thread ${threadId} could not be captured (${code})`;

@@ -133,16 +133,18 @@ export function workerForThread(key: string): WorkerRecord | undefined {
 // which name, and earlier versions leave it the creator's: where
 // worker.threadName is missing, the name is not used to match.
 const DEFAULT_WORKER_THREAD_NAME = 'WorkerThread';
-// Linux thread names hold at most 15 bytes; Windows thread descriptions are
-// UTF-16 strings of any length (libuv sets them whole).
-const MAX_THREAD_NAME_BYTES = 15;
+// Linux thread names hold at most 15 bytes and macOS ones 63 (MAXTHREADNAMESIZE
+// is 64 with the NUL); Windows thread descriptions are UTF-16 strings of any
+// length (libuv sets them whole).
+const MAX_THREAD_NAME_BYTES: Partial<Record<string, number>> = { linux: 15, darwin: 63 };
 
 function osThreadName(name: string): string {
-  if (process.platform !== 'linux') return name;
+  const max = MAX_THREAD_NAME_BYTES[process.platform];
+  if (max === undefined) return name;
   const bytes = Buffer.from(name, 'utf8');
-  if (bytes.length <= MAX_THREAD_NAME_BYTES) return name;
+  if (bytes.length <= max) return name;
   // Cut on a character boundary, as Node does: drop a partial UTF-8 sequence.
-  let end = MAX_THREAD_NAME_BYTES;
+  let end = max;
   while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
   return bytes.subarray(0, end).toString('utf8');
 }

@@ -45,6 +45,18 @@ const WINDOWS_BLOCKING_WAITS: ReadonlySet<string> = new Set([
 
 const WINDOWS_STOPPING_WAITS: ReadonlySet<string> = new Set(['Suspended', 'WrSuspended']);
 
+// macOS: rawState is the name of the TH_STATE_* constant of the thread's
+// run state (mach/thread_info.h), or its number when newer than the table
+// (native/darwin/threads_darwin.cc). RUNNING is runnable (on a CPU or
+// waiting for one), STOPPED suspended (thread_suspend), HALTED ended.
+const DARWIN_STATES: ReadonlyMap<string, ThreadState> = new Map([
+  ['TH_STATE_RUNNING', 'running'],
+  ['TH_STATE_STOPPED', 'stopped'],
+  ['TH_STATE_WAITING', 'sleeping'],
+  ['TH_STATE_UNINTERRUPTIBLE', 'blocked'],
+  ['TH_STATE_HALTED', 'zombie'],
+]);
+
 function windowsState(rawState: string): ThreadState {
   const fixed = WINDOWS_STATES.get(rawState);
   if (fixed !== undefined) return fixed;
@@ -61,5 +73,6 @@ function windowsState(rawState: string): ThreadState {
  */
 export function portableState(rawState: string, platform: NodeJS.Platform = process.platform): ThreadState {
   if (platform === 'win32') return windowsState(rawState);
+  if (platform === 'darwin') return DARWIN_STATES.get(rawState) ?? 'unknown';
   return LINUX_STATES[rawState] ?? 'unknown';
 }

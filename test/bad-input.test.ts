@@ -112,7 +112,7 @@ describe("the test-runner integrations' configure()", () => {
 describe('an unsupported platform', () => {
   it('imports, runs LeakTracker and Workers, and throws ERR_THREADLEAK_UNSUPPORTED_PLATFORM from the thread functions', () => {
     const source = `
-      Object.defineProperty(process, 'platform', { value: 'darwin' });
+      Object.defineProperty(process, 'platform', { value: 'freebsd' });
       const { LeakTracker, noThreadLeaks, threads, threadStack } = require('threadleak');
       const { Worker } = require('node:worker_threads');
       const tracker = new LeakTracker();
@@ -129,7 +129,7 @@ describe('an unsupported platform', () => {
     expect(live).toBe(1);
     expect(errors).toEqual(Array(3).fill({
       code: 'ERR_THREADLEAK_UNSUPPORTED_PLATFORM',
-      message: 'threadleak is not yet supported on darwin: its native thread backends exist for linux and win32 only',
+      message: 'threadleak is not yet supported on freebsd: its native thread backends exist for linux, darwin (macOS) and win32 only',
     }));
   });
 });

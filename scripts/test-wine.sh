@@ -207,7 +207,7 @@ if [[ -f $linux_prebuild ]]; then
   cp "$linux_prebuild" "$pack/src-tree/prebuilds/linux-x64/"
   echo "test-wine: the linux-x64 prebuild of these sources is cached"
 else
-  (cd "$pack/src-tree" && npm run prebuild -- --only linux-x64 >"$pack/prebuild.log" 2>&1) \
+  (cd "$pack/src-tree" && npm run prebuild -- --only linux-x64 --toolchain host >"$pack/prebuild.log" 2>&1) \
     || { cat "$pack/prebuild.log"; exit 1; }
   rm -rf "$cache"/linux-x64-*
   mkdir -p "$(dirname "$linux_prebuild")"

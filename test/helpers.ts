@@ -77,15 +77,15 @@ export interface Spawner {
 
 const require = createRequire(import.meta.url);
 /**
- * The fixture addon: node-gyp's build on Linux; on Windows the cross-built
- * prebuild (scripts/prebuild.js --only win32-x64 --fixture) or, where there is
- * none (a real Windows machine that ran npm run build:fixture), node-gyp's build.
+ * The fixture addon: node-gyp's build for this machine when there is one, else
+ * the cross-built prebuild for this platform (scripts/prebuild.js --only
+ * <platform>-<arch> --fixture): what the wine and arm64 (qemu) runs use.
  */
 export const spawnerPath = (() => {
   const build = './fixtures/spawner/build/Release/spawner.node';
-  if (process.platform !== 'win32') return require.resolve(build);
-  const prebuild = './fixtures/spawner/prebuilds/win32-x64/spawner.node';
-  return existsSync(fileURLToPath(new URL(prebuild, import.meta.url))) ? require.resolve(prebuild) : require.resolve(build);
+  if (existsSync(fileURLToPath(new URL(build, import.meta.url)))) return require.resolve(build);
+  const prebuild = `./fixtures/spawner/prebuilds/${process.platform}-${process.arch}/spawner.node`;
+  return require.resolve(existsSync(fileURLToPath(new URL(prebuild, import.meta.url))) ? prebuild : build);
 })();
 export const spawner = require(spawnerPath) as Spawner;
 

@@ -214,12 +214,24 @@ kern_return_t CopyStack(uintptr_t sp, uintptr_t top, unsigned char* buffer, size
   return kr;
 }
 
+// After the resume: whether the thread has terminated, or (for a thread that
+// libpthread knew before the suspension) its pthread is being torn down, so a
+// failed copy means "exited".
+bool ThreadIsEnding(thread_act_t thread, bool was_pthread) {
+  thread_basic_info_data_t info;
+  mach_msg_type_number_t count = THREAD_BASIC_INFO_COUNT;
+  const kern_return_t kr = thread_info(thread, THREAD_BASIC_INFO, reinterpret_cast<thread_info_t>(&info), &count);
+  if (kr != KERN_SUCCESS) return darwin::IsThreadGone(kr);
+  return was_pthread && pthread_from_mach_thread_np(thread) == nullptr;
+}
+
 void CaptureOther(thread_act_t thread, double timeout_ms, std::vector<RawFrame>* raw, StackResult* result) {
   Registers regs;
   StackCopy copy;
   std::unique_ptr<unsigned char[]> buffer;
   kern_return_t suspend_kr = KERN_SUCCESS, state_kr = KERN_SUCCESS, copy_kr = KERN_SUCCESS;
   mach_port_t region_object = MACH_PORT_NULL;
+  bool was_pthread = false;
   {
     SuspendTurn turn(timeout_ms > kMinLockWaitMs ? timeout_ms : kMinLockWaitMs);
     if (!turn.held()) {
@@ -228,6 +240,7 @@ void CaptureOther(thread_act_t thread, double timeout_ms, std::vector<RawFrame>*
     }
     // Everything that locks or allocates happens here, before the suspension.
     const StackBounds bounds = PthreadStackBounds(thread);
+    was_pthread = bounds.top != 0;
     const size_t stack_size = bounds.top - bounds.bottom;
     const size_t capacity = bounds.top != 0 && stack_size < kMaxCopyBytes ? stack_size : kMaxCopyBytes;
     buffer.reset(new (std::nothrow) unsigned char[capacity]);
@@ -253,6 +266,12 @@ void CaptureOther(thread_act_t thread, double timeout_ms, std::vector<RawFrame>*
     } else {
       SetOsError(result, suspend_kr != KERN_SUCCESS ? "thread_suspend" : "thread_get_state", kr);
     }
+    return;
+  }
+  if (copy.size == 0 && ThreadIsEnding(thread, was_pthread)) {
+    // A finishing thread unmaps its own stack just before it terminates: a
+    // capture that caught it there found no stack to copy. It is gone, not an OS error.
+    result->error = "exited";
     return;
   }
   if (copy.size == 0) {

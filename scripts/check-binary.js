@@ -78,9 +78,10 @@ function some(names, n = 4) {
  * Checks that `path` can be the prebuild for `platform`-`arch` (and `libc`, on Linux: 'glibc' or 'musl').
  * `maxGlibc` and `minOs` are the oldest glibc and macOS it must load on; `name` names the file in
  * messages (default: `path`; e.g. the final name of a file still being written elsewhere).
+ * `stripped: false` accepts a file with its symbol table (the test fixture keeps it).
  * Returns the inspection; throws an Error with one line per problem (also on `error.problems`).
  */
-export function checkPrebuild(path, { platform, arch, libc = 'glibc', maxGlibc = '2.17', minOs = '11.0', name = path } = {}) {
+export function checkPrebuild(path, { platform, arch, libc = 'glibc', maxGlibc = '2.17', minOs = '11.0', name = path, stripped = true } = {}) {
   const format = FORMATS[platform];
   if (!format) throw new Error(`checkPrebuild: platform ${platform} is not one of ${Object.keys(FORMATS).join(', ')}`);
   if (!arch) throw new Error('checkPrebuild: arch is missing');
@@ -100,7 +101,7 @@ export function checkPrebuild(path, { platform, arch, libc = 'glibc', maxGlibc =
     if (format === 'macho') checkMachO(info, { minOs }, problem);
     if (format === 'pe') checkPe(info, problem);
     if (!info.exports.includes('napi_register_module_v1')) problem('does not export napi_register_module_v1, so Node cannot load it as an addon');
-    if (!info.stripped) problem(`is not stripped (${format === 'elf' ? 'it has a .symtab or debug sections' : format === 'pe' ? 'it has a COFF symbol table' : `it has ${info.debugSymbols} debug symbols`})`);
+    if (stripped && !info.stripped) problem(`is not stripped (${format === 'elf' ? 'it has a .symtab or debug sections' : format === 'pe' ? 'it has a COFF symbol table' : `it has ${info.debugSymbols} debug symbols`})`);
   }
   if (problems.length > 0) throw Object.assign(new Error(problems.join('\n')), { problems, inspection: info });
   return info;

@@ -190,15 +190,15 @@ function platformArguments(target, toolchain) {
     case 'linux':
       // binding.gyp's ldflags come with the sources (-z nodelete: Node unloads an addon when the last
       // Worker that loaded it ends, see native/threads.h; the export list).
-      return { compile: ['-fvisibility=hidden'], link: ['-lpthread', '-ldl', '-lrt', '-s'] };
+      return { compile: ['-fvisibility=hidden'], link: ['-lpthread', '-ldl', '-lrt'] };
     case 'darwin':
       // napi_* are found in the node executable when the addon loads (flat namespace), like node-gyp's
       // `-undefined dynamic_lookup`. zig signs arm64 output ad hoc, which Apple silicon requires.
-      return { compile: ['-fvisibility=hidden'], link: ['-Wl,-undefined,dynamic_lookup', '-s'] };
+      return { compile: ['-fvisibility=hidden'], link: ['-Wl,-undefined,dynamic_lookup'] };
     case 'win32':
       return {
         compile: [],
-        link: [...(toolchain === 'mingw' ? ['-static'] : []), '-s', nodeImportLibrary(toolchain, target.arch)],
+        link: [...(toolchain === 'mingw' ? ['-static'] : []), nodeImportLibrary(toolchain, target.arch)],
       };
     default:
       return fail(`no build recipe for ${target.platform}`);
@@ -210,7 +210,9 @@ function platformArguments(target, toolchain) {
 const MAGIC = { linux: [0x7f, 0x45, 0x4c, 0x46], darwin: null, win32: [0x4d, 0x5a] };
 
 /** Compiles and links one addon for `name` from `sources` into `out` (atomically), then checks it. */
-function buildWithCompiler(name, { sources, defines, ldflags = [], includes, out, toolchain }) {
+// `strip`: a prebuild is stripped; the test fixture keeps its symbol table (tests name its static
+// functions from it).
+function buildWithCompiler(name, { sources, defines, ldflags = [], includes, out, toolchain, strip }) {
   const target = TARGETS[name];
   if (toolchain === 'mingw') {
     if (target.platform !== 'win32' || target.arch !== 'x64') fail(`--toolchain mingw builds win32-x64 only, not ${name}`);
@@ -223,7 +225,7 @@ function buildWithCompiler(name, { sources, defines, ldflags = [], includes, out
     // zig's Windows headers predefine _WIN32_WINNT (0x0a00, the same value): redefining it is an error under -Werror.
     ...defines.filter((define) => toolchain !== 'zig' || !define.startsWith('_WIN32_WINNT=')).map((define) => `-D${define}`),
     `-I${nodeApiHeaders().include}`, `-I${nodeAddonApi()}`, ...includes.map((dir) => `-I${dir}`),
-    '-shared',
+    '-shared', ...(strip ? ['-s'] : []),
   ];
   mkdirSync(dirname(out), { recursive: true });
   const partial = join(dirname(out), `.${basename(out)}.${process.pid}.tmp`);
@@ -238,7 +240,7 @@ function buildWithCompiler(name, { sources, defines, ldflags = [], includes, out
     const magic = MAGIC[target.platform];
     const head = readFileSync(partial).subarray(0, 4);
     if (magic && !magic.every((byte, i) => head[i] === byte)) fail(`${relative(root, out)}: the linker wrote no ${target.platform} binary`);
-    checkPrebuild(partial, { platform: target.platform, arch: target.arch, libc: target.libc, name: relative(root, out) });
+    checkPrebuild(partial, { platform: target.platform, arch: target.arch, libc: target.libc, name: relative(root, out), stripped: strip });
     renameSync(partial, out);
   } finally {
     rmSync(partial, { force: true });
@@ -258,14 +260,14 @@ function buildAddon(name, toolchain) {
   if (toolchain === 'host') return buildWithHost(name);
   const target = TARGETS[name];
   const { sources, defines, ldflags } = gypTarget(join(root, 'binding.gyp'), 'threadleak', target.platform);
-  return buildWithCompiler(name, { sources, defines, ldflags, includes: [join(root, 'native')], out: targetPath(name), toolchain });
+  return buildWithCompiler(name, { sources, defines, ldflags, includes: [join(root, 'native')], out: targetPath(name), toolchain, strip: true });
 }
 
 function buildFixture(name, toolchain) {
   if (toolchain === 'host') fail('the host fixture is built by node-gyp: npm run build:fixture');
   const target = TARGETS[name];
   const { sources, defines, ldflags } = gypTarget(join(root, 'test', 'fixtures', 'spawner', 'binding.gyp'), 'spawner', target.platform);
-  return buildWithCompiler(name, { sources, defines, ldflags, includes: [], out: targetPath(name, { fixture: true }), toolchain });
+  return buildWithCompiler(name, { sources, defines, ldflags, includes: [], out: targetPath(name, { fixture: true }), toolchain, strip: false });
 }
 
 function selectedTargets() {

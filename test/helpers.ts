@@ -21,12 +21,14 @@ export function runNode(args: readonly string[], options: Omit<SpawnSyncOptions,
 }
 
 /**
- * Options of the spawner fixture. Linux: spawner.cc; Windows: spawner_win32.cc,
- * which throws a TypeError naming any Linux-only option (marked so below).
+ * Options of the spawner fixture. Linux and macOS: spawner.cc (on macOS the
+ * Linux-only options sigwait, sigwaitMs, idle and vforkMs throw a TypeError
+ * naming them); Windows: spawner_win32.cc, which throws a TypeError naming any
+ * Linux-only option (marked so below).
  */
 export interface SpawnOptions {
   count?: number;
-  /** Linux: at most 15 bytes (the kernel's limit). Windows: UTF-8 of any length (SetThreadDescription). */
+  /** Linux and macOS: at most 15 bytes (the kernel's limit; the fixture keeps it on macOS too). Windows: UTF-8 of any length (SetThreadDescription). */
   name?: string;
   /** Block every signal in the new threads. Linux only. */
   blockSignals?: boolean;
@@ -51,6 +53,10 @@ export interface SpawnOptions {
   spin?: boolean;
   /** Block every signal and take them with sigtimedwait in a loop; see stats().signals. Linux only. */
   sigwait?: boolean;
+  /** How long one sigtimedwait of a `sigwait` thread waits (default 10 ms). Linux only. */
+  sigwaitMs?: number;
+  /** Run under SCHED_IDLE. Linux only. */
+  idle?: boolean;
   /** vfork() in a loop a child that sleeps this long: the thread waits in state D; see stats().ticks. Linux only. */
   vforkMs?: number;
   /** The creator suspends each thread once it started (SuspendThread); stop() resumes it. Windows only. */
@@ -66,7 +72,7 @@ export interface Spawner {
   stats(handle: number): { ticks: number; interrupted: number; signals: number } | null;
   /** The sleepers of a `sleepMs` group block every signal from their next wake-up on. */
   blockSignals(handle: number): boolean;
-  /** From now on process_vm_readv fails with EPERM in this whole process (a seccomp filter). */
+  /** From now on process_vm_readv fails with EPERM in this whole process (a seccomp filter). Linux only: throws on macOS. */
   denyProcessVmReadv(): void;
   /** Installs a process-wide handler that counts deliveries of signal `sig`. */
   countSignal(sig: number): void;
@@ -89,12 +95,24 @@ export const spawnerPath = (() => {
 })();
 export const spawner = require(spawnerPath) as Spawner;
 
+/**
+ * Under qemu-user (scripts/test-arm64.sh sets THREADLEAK_QEMU) the kernel's view of a thread, its
+ * registers in /proc/self/task/N/syscall and its memory through process_vm_readv (which qemu 7.2
+ * does not even implement), is qemu's own, not the emulated program's: what threadleak reads without
+ * a signal is then not the thread's stack. Tests of that path run natively (x64 here, arm64 on GitHub).
+ */
+export const KERNEL_VIEW_EMULATED = process.env.THREADLEAK_QEMU === '1';
+
+/** node-gyp's fixture links libstdc++ dynamically on Linux; the cross-built one (zig) has libc++ inside. */
+export const FIXTURE_SHARED_LIBSTDCXX = process.platform === 'linux' && /[\\/]build[\\/]Release[\\/]/.test(spawnerPath);
+
 /** True when this is Windows Node running under wine (which leaves thread states empty, among others). */
 export const isWine = process.platform === 'win32' && (spawner.wineVersion?.() ?? null) !== null;
 
 /**
  * The id of this process's main thread, when called on it: the pid on Linux,
- * a thread id of its own on Windows (asked of the addon, so it loads it).
+ * a thread id of its own on Windows and macOS (the 64-bit thread_id there, not
+ * the pid; asked of the addon, so it loads it).
  */
 export function mainThreadId(): number {
   return process.platform === 'linux' ? process.pid : currentThreadId();
@@ -102,9 +120,16 @@ export function mainThreadId(): number {
 
 /**
  * The form of a thread's key: Linux `${tid}@${start ticks}`, Windows
- * `${id}@${creation time in ms since the epoch}`, exact to 0.1 us.
+ * `${id}@${creation time in ms since the epoch}`, exact to 0.1 us, macOS
+ * `${thread_id}` (system-wide and never reused: the id alone).
  */
-export const KEY_FORM = process.platform === 'win32' ? /^\d+@\d+(\.\d{1,4})?$/ : /^\d+@\d+$/;
+export const KEY_FORM =
+  process.platform === 'win32' ? /^\d+@\d+(\.\d{1,4})?$/ : process.platform === 'darwin' ? /^\d+$/ : /^\d+@\d+$/;
+
+/** Whether `key` is a key of thread `id` in this platform's form (see KEY_FORM): `${id}@...`, or on macOS `${id}` itself. */
+export function isKeyOfId(key: string, id: number): boolean {
+  return process.platform === 'darwin' ? key === String(id) : key.startsWith(`${id}@`);
+}
 
 /** The fixture's default thread kind on this platform. */
 export const THREAD_KIND = process.platform === 'win32' ? 'win32' : 'pthread';
@@ -134,12 +159,12 @@ export function expectedState<S extends string>(state: S): S | 'unknown' {
   return isWine ? 'unknown' : state;
 }
 
-/** Whether `module` (a frame's or an origin's module path) is the spawner fixture, on either platform. */
+/** Whether `module` (a frame's or an origin's module path) is the spawner fixture, on any platform. */
 export function isFixtureModule(module: string | undefined): boolean {
   return module !== undefined && /[\\/]spawner\.node$/.test(module);
 }
 
-/** A long (46 characters, 84 UTF-8 bytes) non-ASCII thread name: Windows takes it whole, Linux only 15 bytes. */
+/** A long (46 characters, 84 UTF-8 bytes) non-ASCII thread name: Windows takes it whole, Linux only 15 bytes (macOS 63, but the fixture refuses more than 15). */
 export const LONG_NAME = 'tl-長い名前のスレッド-Àéîõü-çñß-漢字かなカナ-long-thread-name';
 
 /**

@@ -11,10 +11,11 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 
 // What a child reports about itself: the .node files it has mapped and, on
 // Linux, the descriptors it holds (by target; the one listing /proc/self/fd
-// left out). Linux reads /proc/self/maps; Windows has no such file (and
-// process.report.getReport() with Workers running crashes Node under wine), so
-// there every process.dlopen() is recorded instead, the way every addon loads.
-// Windows has no procfs for threadleak to open: its descriptor lists are empty.
+// left out). Linux reads /proc/self/maps; Windows and macOS have no such file
+// (and process.report.getReport() with Workers running crashes Node under
+// wine), so there every process.dlopen() is recorded instead, the way every
+// addon loads. Windows and macOS have no procfs for threadleak to open (it
+// reads threads through system calls there): their descriptor lists are empty.
 const PROBE = `
   const fs = require('node:fs');
   const linux = process.platform === 'linux';

@@ -1,5 +1,5 @@
-// The spawner fixture itself (spawner.cc on Linux, spawner_win32.cc on
-// Windows): the same start/stop contract on both, and an option of the other
+// The spawner fixture itself (spawner.cc on Linux and macOS, spawner_win32.cc
+// on Windows): the same start/stop contract on all, and an option of another
 // platform fails loudly with a TypeError naming it, never starts something else.
 import { describe, expect, it } from 'vitest';
 import { threads } from '../src/index.js';
@@ -26,8 +26,22 @@ describe('the spawner fixture', () => {
     }
   });
 
+  const windowsOnly: [string, SpawnOptions][] = [
+    ['suspended', { suspended: true }],
+    ['win32', { kind: 'win32' }],
+    ['crt', { kind: 'crt' }],
+  ];
+  // What macOS has no counterpart for: sigtimedwait, SCHED_IDLE, a thread in state D (spawner.cc).
+  const linuxOnly: [string, SpawnOptions][] = [
+    ['sigwait', { sigwait: true }],
+    ['sigwaitMs', { sigwaitMs: 1 }],
+    ['idle', { idle: true }],
+    ['vforkMs', { vforkMs: 1 }],
+  ];
   const foreign: [string, SpawnOptions][] =
-    process.platform === 'win32'
+    process.platform === 'darwin'
+      ? [...windowsOnly, ...linuxOnly]
+      : process.platform === 'win32'
       ? [
           ['blockSignals', { blockSignals: true }],
           ['sigwait', { sigwait: true }],
@@ -37,13 +51,9 @@ describe('the spawner fixture', () => {
           ['local', { kind: 'local' }],
           ['pthread', { kind: 'pthread' }],
         ]
-      : [
-          ['suspended', { suspended: true }],
-          ['win32', { kind: 'win32' }],
-          ['crt', { kind: 'crt' }],
-        ];
+      : windowsOnly;
   for (const [option, options] of foreign) {
-    it(`refuses ${JSON.stringify(options)}, an option of the other platform, with a TypeError naming ${option}`, () => {
+    it(`refuses ${JSON.stringify(options)}, an option of another platform, with a TypeError naming ${option}`, () => {
       const before = threads().length;
       expect(() => spawner.start({ count: 1, ...options })).toThrow(
         expect.objectContaining({ name: 'TypeError', message: expect.stringContaining(option) }),
@@ -52,6 +62,11 @@ describe('the spawner fixture', () => {
       expect(threads().length).toBeLessThanOrEqual(before + 1);
     });
   }
+
+  // The seccomp filter is Linux's: on macOS it throws rather than doing nothing.
+  it.runIf(process.platform === 'darwin')('refuses denyProcessVmReadv() on macOS', () => {
+    expect(() => spawner.denyProcessVmReadv()).toThrow(/denyProcessVmReadv: Linux only/);
+  });
 
   // wine_get_version is wine's own ntdll export.
   it.runIf(process.platform === 'win32')('tells wine from Windows: wineVersion() is a version string under wine, null on Windows', () => {

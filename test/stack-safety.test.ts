@@ -185,6 +185,40 @@ describe.runIf(process.platform === 'linux')('threads the probe must not disturb
   });
 });
 
+// macOS reads a stack by suspending the thread and copying its stack (DESIGN.md,
+// Platforms -> macOS): nothing runs on the target's stack, so how little of it
+// is left does not matter, and the copy is bounded by the thread's pthread
+// stack. In a child process all the same, as on Linux: a fault would kill it.
+describe.runIf(process.platform === 'darwin')('threads deep in a small stack (macOS: suspension)', () => {
+  it('reads a thread parked or running with only a few KB of a 64 KB stack left, to its entry', () => {
+    const script = `
+      ${CHILD_PRELUDE}
+      const out = {};
+      for (const spin of [false, true]) {
+        for (const headroomKb of [4, 48]) {
+          const { handle, tids } = spawner.start({ count: 1, stackKb: 64, headroomKb, spin });
+          out[(spin ? 'spin-' : 'parked-') + headroomKb] = [0, 1000, 1000].map((timeoutMs) => addon.captureStack(tids[0], timeoutMs));
+          spawner.stop(handle);
+        }
+      }
+      console.log(JSON.stringify(out));
+    `;
+    const child = runNode(['-e', script], { timeout: 30_000 });
+    expect({ stderr: child.stderr, status: child.status, signal: child.signal }).toEqual({ stderr: '', status: 0, signal: null });
+    const results = JSON.parse(child.stdout) as Record<string, { frames: { symbol?: string; scanned?: boolean }[]; error?: string; detail?: string }[]>;
+    expect(Object.keys(results).sort()).toEqual(['parked-4', 'parked-48', 'spin-4', 'spin-48']);
+    for (const [what, rs] of Object.entries(results)) {
+      for (const r of rs) {
+        expect([what, r.error, r.detail]).toEqual([what, undefined, undefined]);
+        const names = r.frames.map((f) => f.symbol);
+        expect(names).toContain('spawner_thread_deep');
+        expect(names).toContain('spawner_thread_main');
+        expect(r.frames.every((f) => !f.scanned)).toBe(true);
+      }
+    }
+  });
+});
+
 describe('concurrent captures from several Workers', () => {
   it('every capture succeeds, none waits past its bound (one probe per target at a time)', async () => {
     const { tids } = start({ count: 4, name: 'concurrent' });

@@ -7,7 +7,7 @@ import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { attributeStack, isSystemRuntimeModule } from '../src/attribution.js';
 import { threads, threadStack, type NativeStack } from '../src/index.js';
-import { DEFAULT_ENTRY, FIXTURE_ENTRY, fixtureThreads, mainThreadId, SLACK_MS, spawner, spawnerPath, stackOutcome, timed, waitUntil } from './helpers.js';
+import { DEFAULT_ENTRY, FIXTURE_ENTRY, FIXTURE_SHARED_LIBSTDCXX, fixtureThreads, KERNEL_VIEW_EMULATED, mainThreadId, SLACK_MS, spawner, spawnerPath, stackOutcome, timed, waitUntil } from './helpers.js';
 
 const SPAWNER = realpathSync(spawnerPath);
 const NODE = realpathSync(process.execPath);
@@ -16,6 +16,9 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const fixture = fixtureThreads();
 const start = fixture.start;
 const linux = process.platform === 'linux';
+const darwin = process.platform === 'darwin';
+/** A frame in the system libraries a blocked macOS thread waits in: the system call stubs or libpthread. */
+const inDarwinWait = (module: string | undefined) => module !== undefined && /\/libsystem_(kernel|pthread)\.dylib$/.test(module);
 
 /** The ids of this process's threads (Linux: straight from /proc, as cheap as it gets). */
 const threadIds = (): number[] => (linux ? readdirSync('/proc/self/task').map(Number) : threads().map((t) => t.id));
@@ -31,10 +34,13 @@ describe('threadStack() of a fixture thread', () => {
     expect(stack.threadId).toBe(tids[0]);
     expect(stack.module).toBe(SPAWNER);
     expect(stack.startRoutine).toBe(DEFAULT_ENTRY);
-    // Innermost first: waiting in libc (Linux) or ntdll (Windows), called from the fixture's body.
+    // Innermost first: waiting in libc (Linux), ntdll (Windows) or libsystem_kernel / libsystem_pthread
+    // (macOS: __psynch_cvwait, _pthread_cond_wait), called from the fixture's body.
     const wait = linux
       ? symbols(stack).indexOf('pthread_cond_wait')
-      : stack.frames.findIndex((f) => f.module !== undefined && /[\\/]ntdll\.dll$/i.test(f.module));
+      : darwin
+        ? stack.frames.findIndex((f) => inDarwinWait(f.module))
+        : stack.frames.findIndex((f) => f.module !== undefined && /[\\/]ntdll\.dll$/i.test(f.module));
     expect(wait).toBeGreaterThanOrEqual(0);
     const body = symbols(stack).indexOf('spawner_thread_body');
     const main = symbols(stack).indexOf(DEFAULT_ENTRY);
@@ -57,8 +63,9 @@ describe('threadStack() of a fixture thread', () => {
     const { tids } = start({ count: 1, kind: 'std' });
     const stack = threadStack(tids[0]!);
     expect(stack.error).toBeUndefined();
-    // Linux: a libstdc++.so frame; the Windows fixture links libstdc++ statically into spawner.node.
-    if (linux) expect(stack.frames.some((f) => f.module !== undefined && /libstdc\+\+\.so/.test(f.module))).toBe(true);
+    // Linux: a libstdc++.so frame; the Windows fixture links libstdc++ statically into spawner.node;
+    // macOS: libc++'s entry (std::__1::__thread_proxy) is a template instantiated in spawner.node.
+    if (FIXTURE_SHARED_LIBSTDCXX) expect(stack.frames.some((f) => f.module !== undefined && /libstdc\+\+\.so/.test(f.module))).toBe(true);
     expect(stack.module).toBe(SPAWNER);
     expect(stack.startRoutine).toBe(FIXTURE_ENTRY.std);
   });
@@ -74,7 +81,7 @@ describe('threadStack() of a fixture thread', () => {
 
 // ELF symbol tables (.symtab) and the file mapped from disk: Linux's.
 describe.runIf(linux)('functions that are not exported', () => {
-  it('names a static start routine from the file’s symbol table, probed or read from the kernel', async () => {
+  it.skipIf(KERNEL_VIEW_EMULATED)('names a static start routine from the file’s symbol table, probed or read from the kernel', async () => {
     const { tids } = start({ count: 1, kind: 'local' });
     for (const timeoutMs of [1000, 0]) {
       // The kernel shows a stack only once the thread is off CPU again (it
@@ -90,7 +97,8 @@ describe.runIf(linux)('functions that are not exported', () => {
     }
   });
 
-  it('never names a function from a file that replaced the mapped one on disk', () => {
+  // Needs this machine's own build of the addon, as the other ELF file.
+  it.runIf(existsSync(join(ROOT, 'build/Release/threadleak.node')))('never names a function from a file that replaced the mapped one on disk', () => {
     // A copy of the fixture is loaded, then its file is replaced by another
     // ELF file (the threadleak addon) with other functions at those addresses.
     const dir = mkdtempSync(join(tmpdir(), 'threadleak-symtab-'));
@@ -116,7 +124,7 @@ describe.runIf(linux)('functions that are not exported', () => {
 
 describe('code without unwind tables', () => {
   // The 'nocfi' fixture (hand-written assembly without CFI) and the stack scan are Linux's.
-  it.runIf(linux)('scans on from where the unwinder stopped, up to the thread’s entry', () => {
+  it.runIf(linux && !KERNEL_VIEW_EMULATED)('scans on from where the unwinder stopped, up to the thread’s entry', () => {
     const { tids } = start({ count: 1, kind: 'nocfi' });
     const stack = threadStack(tids[0]!, { timeoutMs: 1000 });
     expect(stack.error).toBeUndefined();
@@ -157,6 +165,24 @@ describe('code without unwind tables', () => {
     }
   });
 
+  // macOS: no unwind tables are used at all. The trampoline keeps a frame record
+  // (its prologue pushes one, as every function with a frame must on both ABIs),
+  // so the frame-pointer walk passes it like any other function.
+  it.runIf(darwin)('walks through a caller without unwind tables by its frame record, to the thread’s entry', () => {
+    const { tids } = start({ count: 1, kind: 'nocfi' });
+    for (const timeoutMs of [0, 1000]) {
+      const stack = threadStack(tids[0]!, { timeoutMs });
+      expect(stack.error).toBeUndefined();
+      const names = symbols(stack);
+      const body = names.indexOf('spawner_thread_body');
+      expect(body).toBeGreaterThan(0);
+      expect(names[body + 1]).toBe('spawner_nocfi_trampoline');
+      expect(names[body + 2]).toBe('spawner_nocfi_thread_main');
+      expect(stack.frames.filter((f) => f.scanned)).toEqual([]);
+      expect([stack.module, stack.startRoutine]).toEqual([SPAWNER, 'spawner_nocfi_thread_main']);
+    }
+  });
+
   it('does not scan a stack that was unwound to the thread’s entry', () => {
     const { tids } = start({ count: 1 });
     const stack = threadStack(tids[0]!, { timeoutMs: 1000 });
@@ -168,7 +194,7 @@ describe('code without unwind tables', () => {
 
 describe('threads that cannot answer the probe', () => {
   // Signals, and what the kernel shows of a thread: Linux's.
-  it.runIf(linux)('reports a thread that blocks every signal without waiting, with scanned frames from its stack', () => {
+  it.runIf(linux && !KERNEL_VIEW_EMULATED)('reports a thread that blocks every signal without waiting, with scanned frames from its stack', () => {
     const { tids } = start({ count: 1, blockSignals: true });
     const { stack, elapsedMs } = timed(tids[0]!, 5000);
     expect(stack.error).toMatch(new RegExp(`^thread ${tids[0]} blocks the stack probe \\(signal \\d+\\)`));
@@ -186,7 +212,7 @@ describe('threads that cannot answer the probe', () => {
   });
 
   // What the kernel shows (/proc/<tid>/syscall, stack): Linux's.
-  it.runIf(linux)('reads only what the kernel shows when timeoutMs is 0, without interrupting the thread', async () => {
+  it.runIf(linux && !KERNEL_VIEW_EMULATED)('reads only what the kernel shows when timeoutMs is 0, without interrupting the thread', async () => {
     const { handle, tids } = start({ count: 1, sleepMs: 20 });
     expect(await waitUntil(() => spawner.stats(handle)!.ticks >= 1)).toBe(true);
     const before = spawner.stats(handle)!;
@@ -262,8 +288,46 @@ describe.runIf(process.platform === 'win32')('threadStack() of Windows fixture t
   });
 });
 
+// macOS reads a stack by suspending the thread for a moment (thread_suspend):
+// no signal, so nothing a thread does with signals matters, no system call of
+// it fails with EINTR, and timeoutMs 0 reads the whole stack too (DESIGN.md,
+// Platforms -> macOS).
+describe.runIf(darwin)('threadStack() of threads a signal could not read (macOS: suspension)', () => {
+  it('reads a thread that blocks every signal like any other, at once, for every timeout', () => {
+    const { tids } = start({ count: 1, blockSignals: true });
+    for (const timeoutMs of [0, 1000]) {
+      const { stack, elapsedMs } = timed(tids[0]!, timeoutMs);
+      expect(stack.error).toBeUndefined();
+      expect(stack.frames.filter((f) => f.scanned)).toEqual([]);
+      expect([stack.module, stack.startRoutine]).toEqual([SPAWNER, 'spawner_thread_main']);
+      expect(symbols(stack)).toContain('spawner_thread_body');
+      expect(elapsedMs).toBeLessThan(SLACK_MS);
+    }
+  });
+
+  it('reads a thread sleeping in nanosleep, with timeoutMs 0 too, and never interrupts its sleeps (no EINTR)', async () => {
+    const { handle, tids } = spawner.start({ count: 2, sleepMs: 2 });
+    try {
+      expect(await waitUntil(() => spawner.stats(handle)!.ticks >= 2)).toBe(true);
+      for (let i = 0; i < 50; i++) {
+        const stack = threadStack(tids[i % 2]!, { timeoutMs: i % 4 < 2 ? 0 : 1000 });
+        expect(stack.error).toBeUndefined();
+        expect(stack.frames.filter((f) => f.scanned)).toEqual([]);
+        expect(stack.startRoutine).toBe('spawner_thread_main');
+      }
+      const after = spawner.stats(handle)!;
+      expect(after.interrupted).toBe(0);
+      expect(await waitUntil(() => spawner.stats(handle)!.ticks >= after.ticks + 10)).toBe(true);
+      expect(spawner.stats(handle)!.interrupted).toBe(0);
+    } finally {
+      expect(fixture.stop(handle)).toBe(true);
+    }
+    expect(await waitUntil(() => !threadIds().includes(tids[0]!))).toBe(true);
+  });
+});
+
 describe('threads keep running after a probe', () => {
-  // EINTR from the probe signal is Linux's (Windows suspends the thread instead).
+  // EINTR from the probe signal is Linux's (Windows and macOS suspend the thread instead: see above for macOS).
   it.runIf(linux)('a thread sleeping in nanosleep carries on (its sleeps see EINTR) and can be stopped', async () => {
     const { handle, tids } = spawner.start({ count: 2, sleepMs: 2 });
     try {

@@ -16,6 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+source scripts/lib/foreign-platform.sh
 exec </dev/null
 
 majors=()
@@ -110,19 +111,7 @@ node_for() {
 
 # ------------------------------------------------------------------ arm64 node_modules
 # vitest's bundler has native parts (rollup/rolldown, esbuild): the arm64 ones are needed.
-lock_key=$(sha256sum <package-lock.json | cut -c1-16)
-modules=$cache/modules-$lock_key/node_modules
-if [[ ! -d $modules ]]; then
-  step "installing the arm64 node_modules (npm ci --os=linux --cpu=arm64)"
-  rm -rf "$cache"/modules-*
-  tmp=$(mktemp -d "$cache/.modules.XXXXXX")
-  cp package.json package-lock.json "$tmp/"
-  (cd "$tmp" && npm ci --os=linux --cpu=arm64 --ignore-scripts --no-audit --no-fund --prefer-offline >npm.log 2>&1) \
-    || { cat "$tmp/npm.log"; rm -rf "$tmp"; exit 1; }
-  mkdir -p "$cache/modules-$lock_key"
-  mv "$tmp/node_modules" "$modules"
-  rm -rf "$tmp"
-fi
+foreign_node_modules "$cache" linux arm64
 
 # ------------------------------------------------------------------ builds and the staged package
 step "building dist/ and the linux-arm64 addon and fixture"
@@ -132,20 +121,8 @@ node scripts/prebuild.js --only linux-arm64
 node scripts/prebuild.js --only linux-arm64 --fixture
 
 stage=$cache/stage
-rm -rf "$stage"
-mkdir -p "$stage/prebuilds"
-cp package.json vitest.config.ts tsconfig.json binding.gyp README.md "$stage/"
-cp -r src dist scripts test "$stage/"
-cp -r prebuilds/linux-arm64 "$stage/prebuilds/"
-# No x64 build output may be seen: node-gyp-build and the fixture loader would try build/ first.
-find "$stage/test" -type d -name build -prune -exec rm -rf {} +
-find "$stage/test/fixtures/spawner/prebuilds" -mindepth 1 -maxdepth 1 -not -name linux-arm64 -exec rm -rf {} +
-ln -s "$modules" "$stage/node_modules"
-
-unset NODE_OPTIONS INIT_CWD
-for name in $(compgen -e); do
-  case $name in npm_*|VITEST*|NODE_PATH|NODE_V8_COVERAGE) unset "$name" ;; esac
-done
+stage_package "$stage" linux-arm64 "$modules"
+clean_child_env
 export THREADLEAK_QEMU=1
 # qemu-user (7.2) cannot send the guest's two highest real-time signals (rt_tgsigqueueinfo fails with
 # EINVAL), and the stack probe takes the highest free one: give it one qemu can deliver.

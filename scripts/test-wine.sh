@@ -17,6 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+source scripts/lib/foreign-platform.sh
 exec </dev/null
 
 majors=()
@@ -158,19 +159,7 @@ node_exe_for() {
 }
 
 # ------------------------------------------------------------------ win32 node_modules
-lock_key=$(sha256sum <package-lock.json | cut -c1-16)
-modules=$cache/modules-$lock_key/node_modules
-if [[ ! -d $modules ]]; then
-  step "installing the win32 node_modules (npm ci --os=win32 --cpu=x64)"
-  rm -rf "$cache"/modules-*
-  tmp=$(mktemp -d "$cache/.modules.XXXXXX")
-  cp package.json package-lock.json "$tmp/"
-  (cd "$tmp" && npm ci --os=win32 --cpu=x64 --ignore-scripts --no-audit --no-fund --prefer-offline >npm.log 2>&1) \
-    || { cat "$tmp/npm.log"; rm -rf "$tmp"; exit 1; }
-  mkdir -p "$cache/modules-$lock_key"
-  mv "$tmp/node_modules" "$modules"
-  rm -rf "$tmp"
-fi
+foreign_node_modules "$cache" win32 x64
 
 # ------------------------------------------------------------------ builds (Linux side)
 step "building dist/, the Windows addon and the Windows test fixture"
@@ -221,21 +210,8 @@ echo '{ "name": "app", "version": "1.0.0", "private": true }' >"$pack/app/packag
 # ------------------------------------------------------------------ the staged package
 step "staging the package for Windows"
 stage=$cache/stage
-rm -rf "$stage"
-mkdir -p "$stage/prebuilds"
-cp package.json vitest.config.ts tsconfig.json binding.gyp README.md "$stage/"
-cp -r src dist scripts test "$stage/"
-cp -r prebuilds/win32-x64 "$stage/prebuilds/"
-# No Linux build output may be seen from Windows: node-gyp-build would try build/Release first.
-find "$stage/test" -type d -name build -prune -exec rm -rf {} +
-rm -rf "$stage/test/fixtures/spawner/prebuilds/linux-x64"
-ln -s "$modules" "$stage/node_modules"
-
-# The environment of node.exe: nothing of an npm run we are inside (Linux paths, Linux options).
-unset NODE_OPTIONS INIT_CWD
-for name in $(compgen -e); do
-  case $name in npm_*|VITEST*|NODE_PATH|NODE_V8_COVERAGE) unset "$name" ;; esac
-done
+stage_package "$stage" win32-x64 "$modules"
+clean_child_env
 export THREADLEAK_WINE=1
 export THREADLEAK_PACKED_APP=$pack/app
 

@@ -39,7 +39,7 @@
 //    forever, and a capture that suspended a thread holding a lock another
 //    capture needs before its own suspension would wait for it. One
 //    process-wide lock makes captures by this addon take turns; it is waited
-//    for at most max(timeout_ms, kMinLockWaitMs) ("busy" after that), and
+//    for at most max(timeout_ms, kMinSuspendTurnWaitMs) ("busy" after that), and
 //    is the only wait ("timeout" is never answered).
 //  - A thread that ends meanwhile makes the Mach calls answer
 //    KERN_TERMINATED or MACH_SEND_INVALID_DEST: "exited".
@@ -53,13 +53,11 @@
 #include <mach/mach.h>
 #include <pthread.h>
 
-#include <chrono>
 #include <memory>
-#include <mutex>
 #include <new>
-#include <thread>
 
 #include "stack_darwin.h"
+#include "suspend_turn.h"
 #include "threads.h"
 #include "threads_darwin.h"
 
@@ -72,37 +70,7 @@ using darwin_stack::StackCopy;
 
 constexpr size_t kMaxFrames = 128;
 constexpr size_t kMaxCopyBytes = 1024 * 1024;  // of the stack copied, from SP upwards
-constexpr double kMinLockWaitMs = 500;
 constexpr uintptr_t kLowestStackTop = 0x10000;  // below: an error code, not an address
-
-// Captures by this addon take turns (see the header comment). Never
-// destroyed: a Worker may capture while the process exits.
-std::mutex& g_suspend_lock = *new std::mutex;
-
-class SuspendTurn {
- public:
-  explicit SuspendTurn(double wait_ms) {
-    const auto deadline = std::chrono::steady_clock::now() +
-                          std::chrono::microseconds(static_cast<int64_t>(wait_ms * 1000));
-    for (;;) {
-      if (g_suspend_lock.try_lock()) {
-        held_ = true;
-        return;
-      }
-      if (std::chrono::steady_clock::now() >= deadline) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-  }
-  ~SuspendTurn() {
-    if (held_) g_suspend_lock.unlock();
-  }
-  SuspendTurn(const SuspendTurn&) = delete;
-  SuspendTurn& operator=(const SuspendTurn&) = delete;
-  bool held() const { return held_; }
-
- private:
-  bool held_ = false;
-};
 
 // Resumes the thread on every path out of the suspended section.
 class Suspension {
@@ -233,7 +201,7 @@ void CaptureOther(thread_act_t thread, double timeout_ms, std::vector<RawFrame>*
   mach_port_t region_object = MACH_PORT_NULL;
   bool was_pthread = false;
   {
-    SuspendTurn turn(timeout_ms > kMinLockWaitMs ? timeout_ms : kMinLockWaitMs);
+    SuspendTurn turn(timeout_ms);
     if (!turn.held()) {
       result->error = "busy";
       return;

@@ -33,7 +33,6 @@
 //  - The path cache is never destroyed (a Worker may capture a stack while
 //    the process exits and runs static destructors) and is bounded.
 #include <crt_externs.h>
-#include <cxxabi.h>
 #include <dlfcn.h>
 #include <mach-o/loader.h>
 
@@ -46,6 +45,7 @@
 #include <utility>
 #include <vector>
 
+#include "demangle.h"
 #include "stack_darwin.h"
 
 namespace threadleak {
@@ -69,16 +69,6 @@ std::string CanonicalPath(const char* path) {
   char resolved[PATH_MAX];
   std::string result = realpath(path, resolved) != nullptr ? resolved : path;
   g_paths.canonical.emplace(path, result);
-  return result;
-}
-
-std::string Demangle(const char* name) {
-  if (name[0] != '_' || name[1] != 'Z') return name;
-  int status = 0;
-  char* out = abi::__cxa_demangle(name, nullptr, nullptr, &status);
-  if (status != 0 || out == nullptr) return name;
-  std::string result(out);
-  free(out);
   return result;
 }
 

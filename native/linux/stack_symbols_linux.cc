@@ -27,10 +27,10 @@
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
-#include <cxxabi.h>
 #include <mutex>
 #include <unordered_map>
 
+#include "demangle.h"
 #include "stack_linux.h"
 
 namespace threadleak {
@@ -63,16 +63,6 @@ int LoaderCounters(struct dl_phdr_info* info, size_t size, void* data) {
     counters[1] = info->dlpi_subs;
   }
   return 1;  // the counters are the same in every entry: stop after the first
-}
-
-std::string Demangle(const char* name) {
-  if (name[0] != '_' || name[1] != 'Z') return name;
-  int status = 0;
-  char* out = abi::__cxa_demangle(name, nullptr, nullptr, &status);
-  if (status != 0 || out == nullptr) return name;
-  std::string result(out);
-  free(out);
-  return result;
 }
 
 // The load bias (what the file's addresses are moved by) of the object that

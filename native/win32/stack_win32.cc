@@ -21,7 +21,7 @@
 //    GetThreadContext waits for the suspension to take effect.
 //  - Two threads suspending each other at once would both stay suspended
 //    forever. One process-wide lock makes suspensions by this addon take
-//    turns; it is waited for at most max(timeout_ms, kMinLockWaitMs) ("busy"
+//    turns; it is waited for at most max(timeout_ms, kMinSuspendTurnWaitMs) ("busy"
 //    after that). That is the only wait: suspension interrupts no system call
 //    (there is no EINTR on Windows), so timeout 0 reads the whole stack too,
 //    and leak reports and Worker matching, which ask for timeout 0, get full
@@ -44,6 +44,7 @@
 #include <string>
 
 #include "stack_win32.h"
+#include "suspend_turn.h"
 #include "threads.h"
 
 namespace threadleak {
@@ -146,7 +147,6 @@ void CaptureSelf(StackResult* result) {
 
 constexpr size_t kMaxCopyBytes = 1024 * 1024;  // of the stack copied, from RSP upwards
 constexpr size_t kGrowthRoom = 64 * 1024;     // the stack may grow between sizing and suspension
-constexpr double kMinLockWaitMs = 500;
 constexpr int kThreadBasicInformation = 0;
 
 // A thread on its way out (its stack already freed, its context gone) makes
@@ -154,33 +154,6 @@ constexpr int kThreadBasicInformation = 0;
 // the exit when the thread ends within kExitWaitMs.
 constexpr DWORD kExitWaitMs = 20;
 bool IsExiting(HANDLE thread) { return WaitForSingleObject(thread, kExitWaitMs) == WAIT_OBJECT_0; }
-
-// Suspensions by this addon take turns (see the header comment).
-SRWLOCK g_suspend_lock = SRWLOCK_INIT;
-
-class SuspendTurn {
- public:
-  explicit SuspendTurn(double wait_ms) {
-    const ULONGLONG deadline = GetTickCount64() + static_cast<ULONGLONG>(wait_ms);
-    for (;;) {
-      if (TryAcquireSRWLockExclusive(&g_suspend_lock)) {
-        held_ = true;
-        return;
-      }
-      if (GetTickCount64() >= deadline) return;
-      Sleep(1);
-    }
-  }
-  ~SuspendTurn() {
-    if (held_) ReleaseSRWLockExclusive(&g_suspend_lock);
-  }
-  SuspendTurn(const SuspendTurn&) = delete;
-  SuspendTurn& operator=(const SuspendTurn&) = delete;
-  bool held() const { return held_; }
-
- private:
-  bool held_ = false;
-};
 
 // Resumes the thread on every path out of the suspended section.
 class Suspension {
@@ -241,7 +214,7 @@ void CaptureOther(HANDLE thread, double timeout_ms, std::vector<RawFrame>* raw, 
   bool have_context = false, suspend_failed = false;
   DWORD suspend_error = 0;
   {
-    SuspendTurn turn(timeout_ms > kMinLockWaitMs ? timeout_ms : kMinLockWaitMs);
+    SuspendTurn turn(timeout_ms);
     if (!turn.held()) {
       result->error = "busy";
       return;

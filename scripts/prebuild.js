@@ -26,7 +26,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { basename, dirname, extname, join, relative } from 'node:path';
+import { basename, dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { checkPrebuild } from './check-binary.js';
@@ -228,12 +228,15 @@ function buildWithCompiler(name, { sources, defines, ldflags = [], includes, out
     '-shared', ...(strip ? ['-s'] : []),
   ];
   mkdirSync(dirname(out), { recursive: true });
-  const partial = join(dirname(out), `.${basename(out)}.${process.pid}.tmp`);
+  // Linked in a folder of its own, then moved into place: zig writes an import library (and a .pdb)
+  // beside a Windows DLL, named after the first source, which are not part of a prebuild.
+  const work = join(dirname(out), `.build-${basename(out)}-${process.pid}`);
+  const partial = join(work, basename(out));
+  rmSync(work, { recursive: true, force: true });
+  mkdirSync(work, { recursive: true });
   try {
     if (toolchain === 'zig') {
       run(ensureZig(), ['c++', '-target', target.zig, ...args, '-o', partial, ...sources, ...ldflags, ...link], { env: zigEnv() });
-      // zig writes an import library (and a .pdb) beside a Windows DLL, named after the output: not part of a prebuild.
-      for (const extra of ['.lib', '.pdb']) rmSync(join(dirname(out), basename(partial, extname(partial)) + extra), { force: true });
     } else {
       run(MINGW.cxx, [...args, '-o', partial, ...sources, ...ldflags, ...link]);
     }
@@ -243,7 +246,7 @@ function buildWithCompiler(name, { sources, defines, ldflags = [], includes, out
     checkPrebuild(partial, { platform: target.platform, arch: target.arch, libc: target.libc, name: relative(root, out), stripped: strip });
     renameSync(partial, out);
   } finally {
-    rmSync(partial, { force: true });
+    rmSync(work, { recursive: true, force: true });
   }
   return out;
 }

@@ -210,8 +210,9 @@ function platformArguments(target, toolchain) {
 const MAGIC = { linux: [0x7f, 0x45, 0x4c, 0x46], darwin: null, win32: [0x4d, 0x5a] };
 
 /** Compiles and links one addon for `name` from `sources` into `out` (atomically), then checks it. */
-// `strip`: a prebuild is stripped; the test fixture keeps its symbol table (tests name its static
-// functions from it).
+// `strip`: a prebuild is stripped; the Linux test fixture keeps its symbol table (tests name its
+// static functions from the ELF .symtab). zig builds its C++ runtime once per strip setting too, so
+// the other fixtures are stripped like the prebuilds and share that build.
 function buildWithCompiler(name, { sources, defines, ldflags = [], includes, out, toolchain, strip }) {
   const target = TARGETS[name];
   if (toolchain === 'mingw') {
@@ -270,7 +271,7 @@ function buildFixture(name, toolchain) {
   if (toolchain === 'host') fail('the host fixture is built by node-gyp: npm run build:fixture');
   const target = TARGETS[name];
   const { sources, defines, ldflags } = gypTarget(join(root, 'test', 'fixtures', 'spawner', 'binding.gyp'), 'spawner', target.platform);
-  return buildWithCompiler(name, { sources, defines, ldflags, includes: [], out: targetPath(name, { fixture: true }), toolchain, strip: false });
+  return buildWithCompiler(name, { sources, defines, ldflags, includes: [], out: targetPath(name, { fixture: true }), toolchain, strip: target.platform !== 'linux' });
 }
 
 function selectedTargets() {

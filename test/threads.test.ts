@@ -384,7 +384,9 @@ describe('noThreadLeaks: actions', () => {
     expect(messages[0]!.match(/"tl-logged"/g)).toHaveLength(2);
   });
 
-  it("'cancel' terminates leaked Workers, waits for their threads, and logs native ones", async () => {
+  // A Worker's thread is told from a library's thread started beside it by the code the kernel shows
+  // each running (and, on Node 24+, by name): under qemu-user that view is qemu's (KERNEL_VIEW_EMULATED).
+  it.skipIf(KERNEL_VIEW_EMULATED)("'cancel' terminates leaked Workers, waits for their threads, and logs native ones", async () => {
     const { messages, logger } = recordingLogger();
     const scope = noThreadLeaks({ action: 'cancel', logger, gracePeriodMs: 0 });
     const worker = startWorker();
@@ -432,7 +434,8 @@ describe('noThreadLeaks: filters', () => {
     }
   });
 
-  it('a predicate filter receives the leaked thread with its origin', async () => {
+  // Worker and native thread side by side: see 'cancel' above for why not under qemu-user.
+  it.skipIf(KERNEL_VIEW_EMULATED)('a predicate filter receives the leaked thread with its origin', async () => {
     const seen: LeakedThread[] = [];
     const scope = noThreadLeaks(
       raise({ nameFilter: (t) => (seen.push(t), t.origin.kind === 'worker') }),

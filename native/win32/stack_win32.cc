@@ -149,10 +149,11 @@ constexpr size_t kMaxCopyBytes = 1024 * 1024;  // of the stack copied, from RSP 
 constexpr size_t kGrowthRoom = 64 * 1024;     // the stack may grow between sizing and suspension
 constexpr int kThreadBasicInformation = 0;
 
-// A thread on its way out (its stack already freed, its context gone) makes
-// the reads fail before its handle is signaled: a failed read is blamed on
-// the exit when the thread ends within kExitWaitMs.
-constexpr DWORD kExitWaitMs = 20;
+// A thread on its way out (its TEB or stack already freed, its context gone)
+// makes the reads fail before its handle is signaled: a failed read is blamed
+// on the exit when the thread ends within kExitWaitMs (waited only after a
+// failure; generous, as the end can lag under load, under wine most of all).
+constexpr DWORD kExitWaitMs = 100;
 bool IsExiting(HANDLE thread) { return WaitForSingleObject(thread, kExitWaitMs) == WAIT_OBJECT_0; }
 
 // Resumes the thread on every path out of the suspended section.
@@ -189,6 +190,10 @@ void CaptureOther(HANDLE thread, double timeout_ms, std::vector<RawFrame>* raw, 
   }
   LONG status = query(thread, kThreadBasicInformation, &basic, sizeof basic, nullptr);
   if (status != kStatusSuccess || basic.teb == nullptr) {
+    if (IsExiting(thread)) {
+      result->error = "exited";
+      return;
+    }
     char text[96];
     snprintf(text, sizeof text, "NtQueryInformationThread(ThreadBasicInformation) failed (status 0x%08lx)",
              static_cast<unsigned long>(status));
@@ -198,7 +203,13 @@ void CaptureOther(HANDLE thread, double timeout_ms, std::vector<RawFrame>* raw, 
   }
   const uintptr_t teb = reinterpret_cast<uintptr_t>(basic.teb);
   if (!ReadOwn(teb, &tib, sizeof tib)) {
-    SetOsError(result, "ReadProcessMemory(TEB)", GetLastError());
+    const DWORD error = GetLastError();
+    // An exiting thread's TEB is freed before its handle is signaled.
+    if (IsExiting(thread)) {
+      result->error = "exited";
+      return;
+    }
+    SetOsError(result, "ReadProcessMemory(TEB)", error);
     return;
   }
   const uintptr_t base0 = reinterpret_cast<uintptr_t>(tib.StackBase), limit0 = reinterpret_cast<uintptr_t>(tib.StackLimit);

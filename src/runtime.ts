@@ -213,10 +213,12 @@ const MAX_SETTLE_TRIES = 10;
 // Start times are rounded down to a clock tick (USER_HZ is 100 on Linux); the
 // kernel's wall clock base and Date.now() may also differ by a little.
 const START_TIME_SLACK_MS = 10;
-// How often, and after what pause, threads that were running are read again
-// while one Worker is matched (at most 2 ms a Worker).
-const RUNNING_RECHECKS = 4;
-const RUNNING_RECHECK_PAUSE_MS = 0.5;
+// How often threads that were running are read again while one Worker is
+// matched, after pauses that double from the first (at most 31.5 ms a Worker):
+// on a busy machine a thread that has just started may wait that long for a
+// CPU before it blocks and shows its code.
+const RUNNING_RECHECKS = 6;
+const FIRST_RECHECK_PAUSE_MS = 0.5;
 let recheckPause: Int32Array | undefined;
 
 let executable: string | undefined;
@@ -325,9 +327,10 @@ export function mapWorkers(list: readonly ThreadInfo[], baseline: WorkerBaseline
     if (record.threadName !== undefined && t.name === record.threadName && t.name !== creatorName) return 'node';
     let seen = codes.has(t.key) ? codes.get(t.key) : codeOf(t);
     while (seen === undefined && rechecks > 0) {
+      const pauseMs = FIRST_RECHECK_PAUSE_MS * 2 ** (RUNNING_RECHECKS - rechecks);
       rechecks--;
       recheckPause ??= new Int32Array(new SharedArrayBuffer(4));
-      Atomics.wait(recheckPause, 0, 0, RUNNING_RECHECK_PAUSE_MS);
+      Atomics.wait(recheckPause, 0, 0, pauseMs);
       seen = codeOf(t);
     }
     codes.set(t.key, seen);

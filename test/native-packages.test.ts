@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import watcher from '@parcel/watcher';
 import { afterAll, describe, expect, it } from 'vitest';
 import { noThreadLeaks, ThreadLeakError, type LeakedThread } from '../src/index.js';
+import { isWine } from './helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'threadleak-watcher-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -19,6 +20,16 @@ const WATCHER_BINARY = /[\\/]@parcel[\\/]watcher-[^\\/]+[\\/]watcher\.node$/;
 // libdispatch, their creator (src/attribution.ts: a thread pool, not a runtime). Not blamed on watcher.node,
 // and not on anything else either.
 const OS_POOLS = process.platform === 'darwin' ? /^\/usr\/lib\/system\/libdispatch\.dylib$/ : /^$/;
+
+// Under wine, @parcel/watcher's unsubscribe corrupts memory: it frees the
+// subscription while the directory read it cancels is still pending
+// (parcel-bundler/watcher#262), and the read's completion routine later runs
+// on whatever that memory holds by then. Measured here with no threadleak in
+// the process (node.exe 22 under wine): 200 rounds of subscribe, a few hundred
+// ArrayBuffers allocated, unsubscribe, crashed inside watcher.node in 4 runs of
+// 5. So under wine the subscription is left open until the test process ends,
+// and the unsubscribe case runs only on real operating systems.
+const UNSUBSCRIBE_IS_SAFE = !isWine;
 
 async function leaksOf(close: Promise<void>): Promise<LeakedThread[]> {
   try {
@@ -43,11 +54,11 @@ describe('@parcel/watcher', () => {
       expect(modules.some((module) => module !== undefined && WATCHER_BINARY.test(module)), JSON.stringify(modules)).toBe(true);
       for (const module of modules) if (module !== undefined && !OS_POOLS.test(module)) expect(module).toMatch(WATCHER_BINARY);
     } finally {
-      await subscription.unsubscribe();
+      if (UNSUBSCRIBE_IS_SAFE) await subscription.unsubscribe();
     }
   });
 
-  it('subscribe then unsubscribe inside a scope is clean', async () => {
+  it.runIf(UNSUBSCRIBE_IS_SAFE)('subscribe then unsubscribe inside a scope is clean', async () => {
     const scope = noThreadLeaks({ action: 'raise', gracePeriodMs: 2000 });
     const subscription = await watcher.subscribe(dir, () => {});
     await subscription.unsubscribe();

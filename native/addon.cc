@@ -15,6 +15,7 @@
 #define NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS
 #include <napi.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -124,6 +125,69 @@ Napi::Value PrewarmThreadpool(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// probeThreadpool(done: (waitedMs: number) => void) queues one no-op async
+// work item and, when it completes, calls done with how long it waited in
+// libuv's queue for a pool thread (from the queue call to the start of its
+// execute callback, on a monotonic clock): the pool's saturation, measured
+// directly. The work item is like the pre-warm's (the first one creates the
+// pool). The execute callback only reads the clock: no Node-API call is made
+// off the main thread. A work item that could not run (the environment is
+// shutting down) completes with a status other than napi_ok: done is not
+// called then, only the item freed.
+struct ThreadpoolProbe {
+  napi_async_work work = nullptr;
+  napi_ref done = nullptr;
+  std::chrono::steady_clock::time_point queued;
+  std::chrono::steady_clock::time_point started;
+};
+
+void FreeThreadpoolProbe(napi_env env, ThreadpoolProbe* probe) {
+  if (probe->done != nullptr) napi_delete_reference(env, probe->done);
+  if (probe->work != nullptr) napi_delete_async_work(env, probe->work);
+  delete probe;
+}
+
+Napi::Value ProbeThreadpool(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsFunction()) {
+    throw Napi::TypeError::New(env, "probeThreadpool(done): done must be a function");
+  }
+  napi_value resource_name;
+  NAPI_THROW_IF_FAILED(env, napi_create_string_utf8(env, "threadleak:threadpool-probe", NAPI_AUTO_LENGTH, &resource_name),
+                       Napi::Value());
+  auto* probe = new ThreadpoolProbe();
+  napi_status status = napi_create_reference(env, info[0], 1, &probe->done);
+  if (status == napi_ok) {
+    status = napi_create_async_work(
+        env, nullptr, resource_name,
+        [](napi_env, void* data) { static_cast<ThreadpoolProbe*>(data)->started = std::chrono::steady_clock::now(); },
+        [](napi_env env, napi_status work_status, void* data) {
+          auto* p = static_cast<ThreadpoolProbe*>(data);
+          napi_value done;
+          napi_value global;
+          napi_value waited;
+          const double waited_ms = std::chrono::duration<double, std::milli>(p->started - p->queued).count();
+          if (work_status == napi_ok && napi_get_reference_value(env, p->done, &done) == napi_ok && done != nullptr &&
+              napi_get_global(env, &global) == napi_ok && napi_create_double(env, waited_ms, &waited) == napi_ok) {
+            // done never throws (src/monitor.ts catches its own errors); if it
+            // did, Node reports the exception once this callback returns.
+            napi_call_function(env, global, done, 1, &waited, nullptr);
+          }
+          FreeThreadpoolProbe(env, p);
+        },
+        probe, &probe->work);
+  }
+  if (status == napi_ok) {
+    probe->queued = std::chrono::steady_clock::now();
+    status = napi_queue_async_work(env, probe->work);
+  }
+  if (status != napi_ok) {
+    FreeThreadpoolProbe(env, probe);
+    NAPI_THROW_IF_FAILED(env, status, Napi::Value());
+  }
+  return env.Undefined();
+}
+
 Napi::Object FrameValue(Napi::Env env, const threadleak::StackFrame& f) {
   Napi::Object frame = Napi::Object::New(env);
   char hex[2 + 16 + 1];
@@ -208,6 +272,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("threadKey", Napi::Function::New(env, ThreadKey, "threadKey"));
   exports.Set("currentThreadId", Napi::Function::New(env, CurrentThreadId, "currentThreadId"));
   exports.Set("prewarmThreadpool", Napi::Function::New(env, PrewarmThreadpool, "prewarmThreadpool"));
+  exports.Set("probeThreadpool", Napi::Function::New(env, ProbeThreadpool, "probeThreadpool"));
   exports.Set("captureStack", Napi::Function::New(env, CaptureStack, "captureStack"));
   exports.Set("startExitWatchdog", Napi::Function::New(env, StartExitWatchdog, "startExitWatchdog"));
   exports.Set("armExitWatchdog", Napi::Function::New(env, ArmExitWatchdog, "armExitWatchdog"));

@@ -50,6 +50,7 @@ interface Addon {
   threadKey(tid: number): string;
   currentThreadId(): number;
   prewarmThreadpool(): void;
+  probeThreadpool(done: (waitedMs: number) => void): void;
   captureStack(tid: number, timeoutMs: number, key?: string): RawStack;
   startExitWatchdog(timeoutMs: number, heading: string): { threadId: number } | { error: string };
   armExitWatchdog(): boolean;
@@ -125,6 +126,15 @@ export function currentThreadId(): number {
 
 export function prewarmThreadpool(): void {
   load().prewarmThreadpool();
+}
+
+/**
+ * Queues one no-op libuv work item; `done` is called on this thread's event
+ * loop with how long, in ms, it waited for a pool thread. Not called if the
+ * environment shuts down first.
+ */
+export function probeThreadpool(done: (waitedMs: number) => void): void {
+  load().probeThreadpool(done);
 }
 
 /**

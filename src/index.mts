@@ -6,6 +6,7 @@ export {
   DEFAULT_THREAD_NAME_FILTER,
   LeakError,
   LeakTracker,
+  monitorThreads,
   noResourceLeaks,
   noThreadLeaks,
   ResourceLeakError,

@@ -16,3 +16,13 @@ export type {
   TrackOptions,
 } from './tracker.js';
 export { ResourceLeakError } from './errors.js';
+export { monitorThreads } from './monitor.js';
+export type {
+  SampledThread,
+  ThreadAlert,
+  ThreadAlertKind,
+  ThreadHeadroom,
+  ThreadMonitor,
+  ThreadMonitorOptions,
+  ThreadSample,
+} from './monitor.js';

@@ -101,3 +101,85 @@ export interface LeakReport {
   text: string;
   toString(): string;
 }
+
+// ------------------------------------------------------------ monitorThreads()
+
+/** How many more threads can start before a limit stops them (Linux). */
+export interface ThreadHeadroom {
+  /** Threads that can still start under the tightest limit. */
+  remaining: number;
+  /** That limit. */
+  limit: number;
+  /**
+   * Which limit it is: the cgroup's `pids.max` (minus `pids.current`, the
+   * tightest of the process's cgroup and its ancestors), the user's
+   * RLIMIT_NPROC (minus the user's threads), or the kernel's
+   * /proc/sys/kernel/threads-max (minus the system's threads).
+   */
+  source: 'pids.max' | 'RLIMIT_NPROC' | 'threads-max';
+}
+
+/** A thread in a sample, with its CPU use over the interval. */
+export interface SampledThread extends ThreadInfo {
+  /** CPU time over the interval, in % of one core (a thread that started in it: since it started). */
+  cpuPercent: number;
+}
+
+/** One look at a process by monitorThreads(). */
+export interface ThreadSample {
+  /** ms since the epoch. */
+  at: number;
+  /** How long the interval was, in ms (the first sample's: since monitorThreads() was called). */
+  intervalMs: number;
+  count: number;
+  /** Threads alive now that the previous sample did not have (by key). */
+  started: ThreadInfo[];
+  /** Threads of the previous sample that are gone (by key), as they were then. */
+  exited: ThreadInfo[];
+  /** Every thread alive now, in id order. */
+  threads: SampledThread[];
+  /** Linux: how many more threads can start; undefined elsewhere or when no limit could be read. */
+  headroom?: ThreadHeadroom;
+  /**
+   * This process only: how long, in ms, the last no-op libuv work item waited
+   * for a pool thread. While one still waits, how long it has waited so far.
+   */
+  threadpoolDelayMs?: number;
+}
+
+export type ThreadAlertKind = 'max-threads' | 'growth' | 'headroom' | 'threadpool';
+
+/** Said once per episode: when a condition starts to hold, not at every sample while it does. */
+export interface ThreadAlert {
+  kind: ThreadAlertKind;
+  message: string;
+  sample: ThreadSample;
+}
+
+export interface ThreadMonitorOptions {
+  /** ms between samples; default 1000, from 10 to 3600000. The timer is unref'd. */
+  intervalMs?: number;
+  /** Another process to watch; default this process. */
+  pid?: number;
+  /** Alert `max-threads` when the count reaches this. */
+  maxThreads?: number;
+  /** Alert `growth` when the count grew in each of the last N samples; default 10, at least 2. */
+  growthSamples?: number;
+  onSample?: (sample: ThreadSample) => void;
+  onAlert?: (alert: ThreadAlert) => void;
+  /**
+   * Called when a sample cannot be taken (the watched process ended, access
+   * was lost); the monitor stops then. Default: process.emitWarning.
+   */
+  onError?: (error: Error) => void;
+}
+
+export interface ThreadMonitor {
+  /** Stops sampling (idempotent). */
+  stop(): void;
+  [Symbol.dispose](): void;
+  /** The newest sample, undefined before the first (intervalMs after the call). */
+  latest(): ThreadSample | undefined;
+  /** True until stop() or an error stopped it. */
+  readonly running: boolean;
+}

@@ -1,7 +1,16 @@
 // The one place that turns data into text: every message threadleak prints or
 // throws is formatted here, so wording and layout stay consistent.
 import { inspect } from 'node:util';
-import type { LeakedThread, LeakInfo, LeakReport, NativeFrame, NativeOrigin, WorkerOrigin } from './types.js';
+import type {
+  LeakedThread,
+  LeakInfo,
+  LeakReport,
+  NativeFrame,
+  NativeOrigin,
+  ThreadAlertKind,
+  ThreadHeadroom,
+  WorkerOrigin,
+} from './types.js';
 
 // The real clock, as it was at load: ages stay true under a test's fake timers.
 const wallClockNow = Date.now;
@@ -223,6 +232,58 @@ export function formatRegisterFailed(what: string, error: unknown): string {
   return `threadleak/register: ${what}: ${describeError(error)}`;
 }
 
+// ---------------------------------------------------------- monitorThreads()
+
+/** What a monitor alert's message is made from. */
+export interface MonitorAlertData {
+  pid: number;
+  count: number;
+  maxThreads?: number;
+  growthSamples: number;
+  headroom?: ThreadHeadroom;
+  threadpoolDelayMs?: number;
+  threadpoolAlertMs?: number;
+}
+
+const HEADROOM_SOURCES: Readonly<Record<ThreadHeadroom['source'], string>> = {
+  'pids.max': "its cgroup's pids.max",
+  RLIMIT_NPROC: "its user's RLIMIT_NPROC",
+  'threads-max': "the system's threads-max",
+};
+
+/** The line that describes a headroom: `412 of 512 threads left (its cgroup's pids.max)`. */
+export function formatHeadroom(headroom: ThreadHeadroom): string {
+  return `${headroom.remaining} of ${headroom.limit} threads left (${HEADROOM_SOURCES[headroom.source]})`;
+}
+
+/** One alert of monitorThreads(): said once, when its episode starts. */
+export function formatMonitorAlert(kind: ThreadAlertKind, data: MonitorAlertData): string {
+  const head = `threadleak: process ${data.pid}`;
+  switch (kind) {
+    case 'max-threads':
+      return `${head} has ${plural(data.count, 'thread')}, the maximum set is ${data.maxThreads}`;
+    case 'growth':
+      return `${head}: the thread count grew in each of the last ${data.growthSamples} samples, to ${data.count}: a pool that only grows, or threads that never end`;
+    case 'headroom':
+      return `${head} is running out of threads: ${formatHeadroom(data.headroom!)}`;
+    case 'threadpool':
+      return (
+        `${head}: a libuv work item waited ${formatDuration(data.threadpoolDelayMs!)} for a pool thread ` +
+        `(alert level ${formatDuration(data.threadpoolAlertMs!)}): the threadpool is saturated; fs, dns.lookup, crypto and zlib calls queue behind it (UV_THREADPOOL_SIZE sets its size)`
+      );
+  }
+}
+
+/** A monitor callback threw: the monitor goes on. */
+export function formatMonitorCallbackThrew(callback: string, error: unknown): string {
+  return `threadleak: monitorThreads() ${callback} threw; the monitor goes on: ${describeError(error)}`;
+}
+
+/** A monitor stopped because a sample could not be taken. */
+export function formatMonitorStopped(pid: number, error: Error): string {
+  return `threadleak: monitorThreads() stopped: process ${pid} could not be read: ${error.message}`;
+}
+
 // ---------------------------------------------------------- tracked resources
 
 /** What a resource-leak message is made from. */
@@ -396,4 +457,102 @@ export function formatFilterThrew(where: string, option: string, error: unknown)
 /** The logger given to reportAtExit threw: the report goes to stderr instead. */
 export function formatExitLoggerThrew(error: unknown, report: string): string {
   return `threadleak: the reportAtExit logger threw (${describeError(error)}); its report follows:\n${report}\n`;
+}
+
+// ------------------------------------------- the threadleak command: ps, top (src/cli.ts, cli-ps.ts, cli-top.ts)
+// One line each, no stack: what `threadleak` prints on stderr before it exits with code 2 (or, for
+// the end of `top`, 0 or 1).
+
+/** Escapes control characters (a thread name may hold any byte) so a message stays one line and no escape sequence. */
+export function escapeControlCharacters(text: string): string {
+  return text.replace(/\p{Cc}/gu, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
+const quoteArgument = (value: string): string => `'${escapeControlCharacters(value)}'`;
+
+/** `threadleak <word>` with a word that is no command. */
+export function formatCliUnknownCommand(word: string, commands: readonly string[]): string {
+  return `threadleak: unknown command ${quoteArgument(word)}; the commands are ${commands.join(', ')} (threadleak --help)`;
+}
+
+/** An option the command does not have. */
+export function formatCliUnknownOption(command: string, option: string): string {
+  return `${command}: unknown option ${quoteArgument(option)} (${command} --help)`;
+}
+
+/** An option that takes a value given none, or a flag given one. */
+export function formatCliOptionValueMissing(command: string, option: string): string {
+  return `${command}: option ${option} needs a value (${command} --help)`;
+}
+
+export function formatCliFlagWithValue(command: string, option: string): string {
+  return `${command}: option ${option} takes no value (${command} --help)`;
+}
+
+/** An option whose value is not what it must be. */
+export function formatCliBadOptionValue(command: string, option: string, value: string, expected: string): string {
+  return `${command}: ${option} must be ${expected}, got ${quoteArgument(value)}`;
+}
+
+/** The pid argument is not a positive whole number. */
+export function formatCliBadPid(command: string, value: string): string {
+  return `${command}: the pid must be a positive whole number, got ${quoteArgument(value)}`;
+}
+
+/** More arguments than the command takes. */
+export function formatCliExtraArgument(command: string, value: string): string {
+  return `${command}: unexpected argument ${quoteArgument(value)} (${command} --help)`;
+}
+
+/**
+ * The threads of the process could not be read (from the OS error's code):
+ * no such process, no permission, or anything else the OS said.
+ */
+export function formatCliCannotRead(command: string, pid: number, error: { code?: unknown; message: string }): string {
+  if (error.code === 'ESRCH' || error.code === 'ENOENT') return `${command}: no process with pid ${pid}`;
+  if (error.code === 'EPERM' || error.code === 'EACCES') {
+    return `${command}: permission denied: cannot read the threads of pid ${pid} (run as its user, or with the privilege to read other users' processes)`;
+  }
+  return `${command}: cannot read the threads of pid ${pid}: ${escapeControlCharacters(error.message.split('\n')[0]!)}`;
+}
+
+/** `top`: the watched process ended, so top did too (exit code 0). */
+export function formatTopProcessEnded(pid: number): string {
+  return `threadleak top: process ${pid} ended`;
+}
+
+/** `top`: a sample could not be taken for another reason (exit code 1). */
+export function formatTopStopped(pid: number, error: { code?: unknown; message: string }): string {
+  return `threadleak top: stopped: ${formatCliCannotRead('threadleak top', pid, error).replace(/^threadleak top: /, '')}`;
+}
+
+// ------------------------------------------------------------- the threadleak command: run (src/cli-run.ts)
+// Options are checked with the formatCli* functions above; these are run's own lines.
+
+/** `threadleak run` with no command after the options. */
+export function formatRunMissingCommand(): string {
+  return 'threadleak run: no command to run: give it after the options, as in `threadleak run -- node app.js` (threadleak run --help)';
+}
+
+/** The command could not be started: not found (ENOENT, exit code 127), not executable (126), or another OS error. */
+export function formatRunCannotStart(command: string, error: { code?: unknown; message: string }): string {
+  const what = `threadleak run: cannot start ${quoteArgument(command)}`;
+  if (error.code === 'ENOENT') return `${what}: command not found`;
+  if (error.code === 'EACCES') return `${what}: permission denied (not an executable file?)`;
+  return `${what}: ${escapeControlCharacters(error.message.split('\n')[0]!)}`;
+}
+
+/** run's status file could not be made (exit code 1, nothing started). */
+export function formatRunNoStatusFile(error: { message: string }): string {
+  return `threadleak run: cannot create its status file in the temporary folder, nothing was started: ${escapeControlCharacters(error.message.split('\n')[0]!)}`;
+}
+
+/** A process announced its exit and was still alive long after: run kills it (and the command) and exits 1. */
+export function formatRunHungAtExit(pid: number, hungMs: number, command: { pid: number; isTheProcess: boolean } | undefined): string {
+  const killing =
+    command === undefined ? 'killing it' : command.isTheProcess ? 'killing it (the command)' : `killing it and the command (pid ${command.pid})`;
+  return (
+    `threadleak run: process ${pid} hung at exit: still alive ${formatDuration(hungMs)} after its 'exit' event ` +
+    `(its threads' native stacks are printed above, where the hang-at-exit watchdog could write them); ${killing}`
+  );
 }

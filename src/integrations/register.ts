@@ -14,10 +14,16 @@
 // writes every thread's native stack to stderr (see native/exit_watchdog.cc):
 // the diagnosis of a process that hangs at exit.
 //
+// Under `threadleak run` (src/cli-run.ts), THREADLEAK_RUN_STATUS names a file
+// the command watches: between the report and the arming of the watchdog, one
+// line `exit <pid> <leaked threads>` is appended to it, so `run` knows that
+// this process reached its exit (and kills it if it then hangs) and whether it
+// leaked. Every process that loads this under `run` says so.
+//
 // Nothing here may break the program it is loaded into: every failure is one
 // line on stderr, never an exception, and a Worker (preloads run in each
 // Worker too) does nothing.
-import { writeSync } from 'node:fs';
+import { appendFileSync, writeSync } from 'node:fs';
 import { armExitWatchdog, startExitWatchdog, threadKey } from '../binding.js';
 import {
   formatEnvValueWarning,
@@ -30,6 +36,7 @@ import { portableState } from '../states.js';
 
 const ACTION_ENV = 'THREADLEAK_ACTION';
 const EXIT_TIMEOUT_ENV = 'THREADLEAK_EXIT_TIMEOUT_MS';
+const RUN_STATUS_ENV = 'THREADLEAK_RUN_STATUS';
 const EXIT_ACTIONS = ['warn', 'raise'] as const;
 const DEFAULT_EXIT_TIMEOUT_MS = 5000;
 const MAX_EXIT_TIMEOUT_MS = 86_400_000;
@@ -72,8 +79,9 @@ function anythingNew(baseline: WorkerBaseline): boolean {
   );
 }
 
-function reportLeaks(baseline: WorkerBaseline, action: string, code: number): void {
-  if (!anythingNew(baseline)) return;
+/** Reports the threads leaked at exit; returns how many. */
+function reportLeaks(baseline: WorkerBaseline, action: string, code: number): number {
+  if (!anythingNew(baseline)) return 0;
   // The scope machinery (stacks, creators, Workers, filters) is loaded only now.
   const threads = require('../threads.js') as typeof import('../threads.js');
   const options = threads.resolveThreadLeakOptions('threadleak/register', {});
@@ -81,9 +89,23 @@ function reportLeaks(baseline: WorkerBaseline, action: string, code: number): vo
   const scope = threads.openThreadLeakScope(options, baseline);
   const { waitForLeaksSync } = require('../scope.js') as typeof import('../scope.js');
   const leaks = waitForLeaksSync(() => scope.leaks(), EXIT_GRACE_PERIOD_MS);
-  if (leaks.length === 0) return;
+  if (leaks.length === 0) return 0;
   writeStderr(formatExitLeaks(leaks));
   if (action === 'raise' && code === 0) process.exitCode = 1;
+  return leaks.length;
+}
+
+/**
+ * Under `threadleak run`: appends `exit <pid> <leaked>` to the file it watches
+ * (named when this loaded). Writes to that file only, and never fails the program.
+ */
+function announceExit(statusPath: string | undefined, leaked: number): void {
+  if (!statusPath) return;
+  try {
+    appendFileSync(statusPath, `exit ${process.pid} ${leaked}\n`);
+  } catch {
+    // run has ended (its folder is gone) or the file cannot be written: nothing to tell
+  }
 }
 
 /** Starts the watchdog (it waits to be armed at exit); false when it could not start. */
@@ -100,6 +122,7 @@ function startWatchdog(timeoutMs: number): boolean {
 function install(): void {
   const action = readAction();
   const exitTimeoutMs = readExitTimeout();
+  const runStatusPath = process.env[RUN_STATUS_ENV];
   let baseline: WorkerBaseline;
   let watchdog = false;
   try {
@@ -108,14 +131,17 @@ function install(): void {
     baseline = takeBaseline(false);
   } catch (error) {
     writeStderr(formatRegisterFailed('no exit report', error));
+    process.on('exit', () => announceExit(runStatusPath, 0));
     return;
   }
   process.on('exit', (code) => {
+    let leaked = 0;
     try {
-      reportLeaks(baseline, action, code);
+      leaked = reportLeaks(baseline, action, code);
     } catch (error) {
       writeStderr(formatRegisterFailed('the exit report failed', error));
     }
+    announceExit(runStatusPath, leaked);
     if (!watchdog) return;
     try {
       armExitWatchdog();

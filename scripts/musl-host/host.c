@@ -8,7 +8,8 @@
  * length: a '\0' inside survives), object (named properties, in order; an error is an object with
  * a class name), array, function (C callback + data), arraybuffer, typed array, external. Handle
  * scopes do nothing, references hold the value, finalizers never run, queued async work runs on
- * the main thread when the call that queued it returns, and a throw is kept as the pending
+ * the main thread when the call that queued it returns, the global object is an empty object,
+ * napi_call_function calls a C callback at once, and a throw is kept as the pending
  * exception, looked at after every call. Then it does what src/binding.ts does: calls
  * napi_register_module_v1 with an exports object, calls the functions the addon put there with an
  * extra thread ("musl-probe") running, and checks what they return (shapes: native/addon.cc).
@@ -207,6 +208,19 @@ __attribute__((noinline)) napi_value host_invoke(napi_value fn, napi_value self,
   }
   return r ? r : &undef_v;
 }
+napi_status napi_get_global(napi_env env, napi_value *r) {
+  static napi_value global;
+  RESULT(global ? global : (global = mk(T_OBJ)));
+}
+napi_status napi_call_function(napi_env env, napi_value self, napi_value fn, size_t argc, const napi_value *argv, napi_value *r) {
+  ARG(is(fn, T_FN) && (argc == 0 || argv));
+  NEED(!E.exception, napi_pending_exception);
+  struct napi_callback_info__ info = {self, (napi_value *)argv, argc, fn->data};
+  napi_value v = fn->cb(&E, &info);
+  NEED(!E.exception, napi_pending_exception);
+  if (r) *r = v ? v : &undef_v;
+  OK;
+}
 napi_status napi_get_cb_info(napi_env env, napi_callback_info info, size_t *argc, napi_value *argv, napi_value *self, void **data) {
   ARG(info);
   for (size_t i = 0; argv && argc && i < *argc; i++) argv[i] = i < info->argc ? info->argv[i] : &undef_v;
@@ -295,6 +309,13 @@ static int stack_ok(napi_value r, const char *want) {
   }
   return frames->tag == T_ARR && frames->n > 0 && error->tag == T_UNDEF && named;
 }
+static double probe_waited_ms = -1;  /* what probeThreadpool passed to its done callback; -2: not one number */
+static napi_value probe_done(napi_env env, napi_callback_info info) {
+  napi_value arg;
+  size_t n = 1;
+  probe_waited_ms = napi_get_cb_info(env, info, &n, &arg, NULL, NULL) == napi_ok && n == 1 && is(arg, T_NUM) ? arg->num : -2;
+  return NULL;
+}
 void *musl_probe_main(void *arg) {  /* the extra thread: named, then blocked in read() until released */
   pid_t tid = (pid_t)syscall(SYS_gettid);
   char c;
@@ -370,6 +391,16 @@ int main(int argc, char **argv) {
         "listThreads('0') threw %s (a C++ exception, thrown as JS by node-addon-api)", thrown ? describe(thrown) : "nothing");
   r = call(exports, "prewarmThreadpool", NULL, 0, NULL);
   check(r->tag == T_UNDEF && works_run == 1, "prewarmThreadpool() queued async work, which ran (%zu)", works_run);
+
+  napi_value done;
+  size_t works_before = works_run;
+  napi_create_function(&E, "done", NAPI_AUTO_LENGTH, probe_done, NULL, &done);
+  r = call(exports, "probeThreadpool", NULL, 1, &done);
+  check(r->tag == T_UNDEF && works_run == works_before + 1 && probe_waited_ms >= 0,
+        "probeThreadpool(done) queued async work, which ran and called done(%.3f ms waited)", probe_waited_ms);
+  r = call(exports, "probeThreadpool", &thrown, 0, NULL);
+  check(thrown && strcmp(describe(thrown), "TypeError: probeThreadpool(done): done must be a function") == 0,
+        "probeThreadpool() threw %s", thrown ? describe(thrown) : "nothing");
 
   close(release[1]);
   pthread_join(probe, NULL);

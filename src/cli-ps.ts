@@ -90,11 +90,12 @@ export function displayName(name: string): string {
   return name === '' ? '-' : escapeControlCharacters(name);
 }
 
+const two = (n: number): string => String(n).padStart(2, '0');
+
 /** Cumulative CPU time as ps prints it: [DD-]HH:MM:SS. */
 export function formatCpuTime(cpuMs: number): string {
   const total = Math.floor(Math.max(0, cpuMs) / 1000);
   const days = Math.floor(total / 86_400);
-  const two = (n: number) => String(n).padStart(2, '0');
   const clock = `${two(Math.floor((total % 86_400) / 3600))}:${two(Math.floor((total % 3600) / 60))}:${two(total % 60)}`;
   return days > 0 ? `${two(days)}-${clock}` : clock;
 }
@@ -104,7 +105,6 @@ export function formatStartTime(startTime: number | undefined, now: number): str
   if (startTime === undefined) return '-';
   const start = new Date(startTime);
   const today = new Date(now);
-  const two = (n: number) => String(n).padStart(2, '0');
   if (start.toDateString() === today.toDateString()) {
     return `${two(start.getHours())}:${two(start.getMinutes())}:${two(start.getSeconds())}`;
   }
@@ -121,14 +121,16 @@ export function formatLifetimeCpu(thread: ThreadInfo, now: number): string {
 
 // ------------------------------------------------------------------- ps
 
-const PS_COLUMNS: readonly TableColumn[] = [
+/** The columns ps and top share: TID, NAME, STATE, %CPU, TIME. */
+export const THREAD_COLUMNS: readonly TableColumn[] = [
   { title: 'TID', align: 'right' },
   { title: 'NAME', align: 'left' },
   { title: 'STATE', align: 'left' },
   { title: '%CPU', align: 'right' },
   { title: 'TIME', align: 'right' },
-  { title: 'START', align: 'right' },
 ];
+
+const PS_COLUMNS: readonly TableColumn[] = [...THREAD_COLUMNS, { title: 'START', align: 'right' }];
 
 /** The ps table of `list`, one row per thread in id order, as lines. */
 export function renderPsTable(list: readonly ThreadInfo[], now = Date.now()): string[] {

@@ -27,6 +27,16 @@ import {
   formatRunNoStatusFile,
   escapeControlCharacters,
 } from './report.js';
+import { UsageError, USAGE_EXIT_CODE } from './cli-usage.js';
+import {
+  ACTION_ENV,
+  DEFAULT_EXIT_TIMEOUT_MS,
+  EXIT_ACTIONS,
+  EXIT_TIMEOUT_ENV,
+  MAX_EXIT_TIMEOUT_MS,
+  RUN_STATUS_ENV,
+  type ExitAction,
+} from './integrations/register-settings.js';
 
 export const RUN_USAGE = `threadleak run [--action warn|raise] [--exit-timeout ms] -- <command...>
   Runs a Node command with threadleak/register preloaded (added to NODE_OPTIONS): every Node process
@@ -37,13 +47,6 @@ export const RUN_USAGE = `threadleak run [--action warn|raise] [--exit-timeout m
                        kill it about 2 s later (default 5000; 0: never)`;
 
 const COMMAND = 'threadleak run';
-const USAGE_EXIT_CODE = 2;
-const ACTIONS = ['warn', 'raise'] as const;
-type Action = (typeof ACTIONS)[number];
-// The same defaults and limit as src/integrations/register.ts (which cannot be
-// imported here: loading it installs the register in this process).
-const DEFAULT_EXIT_TIMEOUT_MS = 5000;
-const MAX_EXIT_TIMEOUT_MS = 86_400_000;
 /** How long after the watchdog's deadline a hung process is left to finish writing its stacks. */
 const DUMP_GRACE_MS = 2000;
 const POLL_MS = 100;
@@ -53,13 +56,10 @@ const KILLED_WAIT_MS = 5000;
 const REGISTER_PATH = join(__dirname, 'integrations', 'register.js');
 
 interface RunOptions {
-  action: Action;
+  action: ExitAction;
   exitTimeoutMs: number;
   command: string[];
 }
-
-/** A mistake in the command line: one line, exit code 2. */
-class UsageError extends Error {}
 
 /**
  * The options before the command, and the command: everything from the first
@@ -74,7 +74,7 @@ function parseRunArguments(argv: string[]): RunOptions | 'help' {
     help: { type: 'boolean', short: 'h' },
   } as const;
   const { tokens } = parseArgs({ args: argv, options, strict: false, allowPositionals: true, tokens: true });
-  let action: Action = 'warn';
+  let action: ExitAction = 'warn';
   let exitTimeoutMs = DEFAULT_EXIT_TIMEOUT_MS;
   for (const token of tokens) {
     if (token.kind === 'option-terminator' || token.kind === 'positional') {
@@ -89,10 +89,10 @@ function parseRunArguments(argv: string[]): RunOptions | 'help' {
     }
     if (token.value === undefined) throw new UsageError(formatCliOptionValueMissing(COMMAND, token.rawName));
     if (token.name === 'action') {
-      if (!(ACTIONS as readonly string[]).includes(token.value)) {
+      if (!(EXIT_ACTIONS as readonly string[]).includes(token.value)) {
         throw new UsageError(formatCliBadOptionValue(COMMAND, '--action', token.value, "'warn' or 'raise'"));
       }
-      action = token.value as Action;
+      action = token.value as ExitAction;
     } else {
       exitTimeoutMs = Number(token.value);
       if (!/^\d+$/.test(token.value) || exitTimeoutMs > MAX_EXIT_TIMEOUT_MS) {
@@ -125,9 +125,9 @@ function commandEnv(options: RunOptions, statusPath: string): NodeJS.ProcessEnv 
   const env = { ...process.env };
   const existing = (process.env.NODE_OPTIONS ?? '').trim();
   setEnv(env, 'NODE_OPTIONS', `${existing ? `${existing} ` : ''}--require ${quoteForNodeOptions(REGISTER_PATH)}`);
-  setEnv(env, 'THREADLEAK_ACTION', options.action);
-  setEnv(env, 'THREADLEAK_EXIT_TIMEOUT_MS', String(options.exitTimeoutMs));
-  setEnv(env, 'THREADLEAK_RUN_STATUS', statusPath);
+  setEnv(env, ACTION_ENV, options.action);
+  setEnv(env, EXIT_TIMEOUT_ENV, String(options.exitTimeoutMs));
+  setEnv(env, RUN_STATUS_ENV, statusPath);
   return env;
 }
 

@@ -15,8 +15,8 @@ import {
   displayWidth,
   formatCpuTime,
   layoutTable,
+  THREAD_COLUMNS,
   truncateToWidth,
-  type TableColumn,
 } from './cli-ps.js';
 import { monitorThreads } from './monitor.js';
 import { formatHeadroom, formatTopProcessEnded, formatTopStopped } from './report.js';
@@ -72,13 +72,6 @@ interface TableRow {
   cells: string[];
 }
 
-const TOP_COLUMNS: readonly TableColumn[] = [
-  { title: 'TID', align: 'right' },
-  { title: 'NAME', align: 'left' },
-  { title: 'STATE', align: 'left' },
-  { title: '%CPU', align: 'right' },
-  { title: 'TIME', align: 'right' },
-];
 const NAME_COLUMN = 1;
 const STATE_COLUMN = 2;
 const TIME_COLUMN = 4;
@@ -131,18 +124,18 @@ function tableLines(sample: ThreadSample, columns: number, height: number, color
   const marker = color ? 0 : 2; // '+ ' / '- ' / '  '
   // The room the name column gets when these columns are kept.
   const nameRoom = (kept: readonly number[]) => {
-    const widths = columnWidths(kept.map((i) => TOP_COLUMNS[i]!), cells.map((row) => kept.map((i) => row[i]!)));
+    const widths = columnWidths(kept.map((i) => THREAD_COLUMNS[i]!), cells.map((row) => kept.map((i) => row[i]!)));
     const others = widths.reduce((sum, width, j) => (kept[j] === NAME_COLUMN ? sum : sum + width), 0);
     return columns - marker - others - COLUMN_GAP.length * (kept.length - 1);
   };
-  let kept = TOP_COLUMNS.map((_, i) => i);
+  let kept = THREAD_COLUMNS.map((_, i) => i);
   for (const drop of [TIME_COLUMN, STATE_COLUMN]) {
     if (nameRoom(kept) >= MIN_NAME_WIDTH) break;
     kept = kept.filter((i) => i !== drop);
   }
   const nameWidth = Math.max(4, nameRoom(kept));
   const laid = layoutTable(
-    kept.map((i) => TOP_COLUMNS[i]!),
+    kept.map((i) => THREAD_COLUMNS[i]!),
     rows.map((r) => (r.kind === 'more' ? [] : kept.map((i) => (i === NAME_COLUMN ? truncateToWidth(r.cells[i]!, nameWidth) : r.cells[i]!)))),
   );
   const MARKERS: Record<RowKind, string> = { started: '+', exited: '-', alive: ' ', more: ' ' };

@@ -9,6 +9,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { psCommand, PS_USAGE } from './cli-ps.js';
 import { runCommand, RUN_USAGE } from './cli-run.js';
 import { topCommand, TOP_USAGE } from './cli-top.js';
+import { UsageError, USAGE_EXIT_CODE } from './cli-usage.js';
 import { DEFAULT_INTERVAL_MS, MAX_INTERVAL_MS, MIN_INTERVAL_MS } from './monitor.js';
 import {
   formatCliBadOptionValue,
@@ -23,7 +24,6 @@ import {
 } from './report.js';
 
 const COMMANDS = ['ps', 'top', 'run'] as const;
-const USAGE_EXIT_CODE = 2;
 
 const HELP = `threadleak: the OS threads of a process (native addons, libuv and the runtime included)
 
@@ -32,9 +32,6 @@ ${[PS_USAGE, TOP_USAGE, RUN_USAGE].map((text) => text.replace(/^/gm, '  ')).join
 
   threadleak --help | --version
   threadleak <command> --help`;
-
-/** A mistake in the command line: said in one line, exit code 2. */
-class UsageError extends Error {}
 
 function version(): string {
   return (JSON.parse(readFileSync(join(__dirname, '..', 'package.json'), 'utf8')) as { version: string }).version;

@@ -25,7 +25,7 @@ import { invalidOption } from './errors.js';
 import { readHeadroom } from './headroom.js';
 import { checkOptionsObject, rejectUnknownOptions } from './options.js';
 import { formatMonitorAlert, formatMonitorCallbackThrew, formatMonitorStopped } from './report.js';
-import { NO_PREWARM_ENV, prepareBaseline } from './runtime.js';
+import { prepareBaseline, prewarmDisabled } from './runtime.js';
 import { threads } from './snapshot.js';
 import type {
   SampledThread,
@@ -103,11 +103,6 @@ function resolveOptions(options: unknown): ResolvedOptions {
     onAlert: callback('onAlert', raw.onAlert),
     onError: callback('onError', raw.onError),
   };
-}
-
-function prewarmDisabled(): boolean {
-  const value = process.env[NO_PREWARM_ENV];
-  return value !== undefined && value !== '' && value !== '0' && value.toLowerCase() !== 'false';
 }
 
 function median(values: readonly number[]): number {

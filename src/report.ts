@@ -470,6 +470,9 @@ export function escapeControlCharacters(text: string): string {
 
 const quoteArgument = (value: string): string => `'${escapeControlCharacters(value)}'`;
 
+/** An OS error's message as one line of a command's message. */
+const firstLine = (message: string): string => escapeControlCharacters(message.split('\n')[0]!);
+
 /** `threadleak <word>` with a word that is no command. */
 export function formatCliUnknownCommand(word: string, commands: readonly string[]): string {
   return `threadleak: unknown command ${quoteArgument(word)}; the commands are ${commands.join(', ')} (threadleak --help)`;
@@ -513,7 +516,7 @@ export function formatCliCannotRead(command: string, pid: number, error: { code?
   if (error.code === 'EPERM' || error.code === 'EACCES') {
     return `${command}: permission denied: cannot read the threads of pid ${pid} (run as its user, or with the privilege to read other users' processes)`;
   }
-  return `${command}: cannot read the threads of pid ${pid}: ${escapeControlCharacters(error.message.split('\n')[0]!)}`;
+  return `${command}: cannot read the threads of pid ${pid}: ${firstLine(error.message)}`;
 }
 
 /** `top`: the watched process ended, so top did too (exit code 0). */
@@ -539,12 +542,12 @@ export function formatRunCannotStart(command: string, error: { code?: unknown; m
   const what = `threadleak run: cannot start ${quoteArgument(command)}`;
   if (error.code === 'ENOENT') return `${what}: command not found`;
   if (error.code === 'EACCES') return `${what}: permission denied (not an executable file?)`;
-  return `${what}: ${escapeControlCharacters(error.message.split('\n')[0]!)}`;
+  return `${what}: ${firstLine(error.message)}`;
 }
 
 /** run's status file could not be made (exit code 1, nothing started). */
 export function formatRunNoStatusFile(error: { message: string }): string {
-  return `threadleak run: cannot create its status file in the temporary folder, nothing was started: ${escapeControlCharacters(error.message.split('\n')[0]!)}`;
+  return `threadleak run: cannot create its status file in the temporary folder, nothing was started: ${firstLine(error.message)}`;
 }
 
 /** A process announced its exit and was still alive long after: run kills it (and the command) and exits 1. */

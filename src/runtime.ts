@@ -77,7 +77,8 @@ let lastSeq = 0;
 const wallClockNow = Date.now;
 let prepared = false;
 
-function prewarmDisabled(): boolean {
+/** True when THREADLEAK_NO_PREWARM turns pre-warming the libuv pool off. */
+export function prewarmDisabled(): boolean {
   const value = process.env[NO_PREWARM_ENV];
   return value !== undefined && value !== '' && value !== '0' && value.toLowerCase() !== 'false';
 }

@@ -33,13 +33,16 @@ import {
 } from '../report.js';
 import { isLibraryThread, listOwnThreads, registerLibraryThread, takeBaseline, type WorkerBaseline } from '../runtime.js';
 import { portableState } from '../states.js';
+import {
+  ACTION_ENV,
+  DEFAULT_EXIT_TIMEOUT_MS,
+  EXIT_ACTIONS,
+  EXIT_TIMEOUT_ENV,
+  MAX_EXIT_TIMEOUT_MS,
+  RUN_STATUS_ENV,
+  type ExitAction,
+} from './register-settings.js';
 
-const ACTION_ENV = 'THREADLEAK_ACTION';
-const EXIT_TIMEOUT_ENV = 'THREADLEAK_EXIT_TIMEOUT_MS';
-const RUN_STATUS_ENV = 'THREADLEAK_RUN_STATUS';
-const EXIT_ACTIONS = ['warn', 'raise'] as const;
-const DEFAULT_EXIT_TIMEOUT_MS = 5000;
-const MAX_EXIT_TIMEOUT_MS = 86_400_000;
 // How long threads still ending at exit are waited for (only when some are new).
 const EXIT_GRACE_PERIOD_MS = 100;
 const LOADED = Symbol.for('threadleak.register');
@@ -53,10 +56,10 @@ function writeStderr(text: string): void {
   }
 }
 
-function readAction(): (typeof EXIT_ACTIONS)[number] {
+function readAction(): ExitAction {
   const value = process.env[ACTION_ENV];
   if (value === undefined || value === '') return 'warn';
-  if ((EXIT_ACTIONS as readonly string[]).includes(value)) return value as (typeof EXIT_ACTIONS)[number];
+  if ((EXIT_ACTIONS as readonly string[]).includes(value)) return value as ExitAction;
   writeStderr(formatEnvValueWarning(ACTION_ENV, value, "'warn' or 'raise'", "'warn'"));
   return 'warn';
 }

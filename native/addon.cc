@@ -92,99 +92,81 @@ Napi::Value CurrentThreadId(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(threadleak::CurrentThreadId()));
 }
 
-// prewarmThreadpool() queues one no-op async work item. libuv creates its
-// whole threadpool synchronously on the first submission (uv__work_submit ->
-// init_once waits until every pool thread has started), so when this returns
-// the pool exists. The completion only frees the work item.
-Napi::Value PrewarmThreadpool(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  napi_value resource_name;
-  NAPI_THROW_IF_FAILED(env, napi_create_string_utf8(env, "threadleak:prewarm", NAPI_AUTO_LENGTH, &resource_name),
-                       Napi::Value());
-  // The completion receives the work handle itself so it can delete it.
-  struct Holder { napi_async_work work; };
-  auto* holder = new Holder{nullptr};
-  napi_status status = napi_create_async_work(
-      env, nullptr, resource_name, [](napi_env, void*) {},
-      [](napi_env env, napi_status, void* data) {
-        auto* h = static_cast<Holder*>(data);
-        napi_delete_async_work(env, h->work);
-        delete h;
-      },
-      holder, &holder->work);
-  if (status != napi_ok) {
-    delete holder;
-    NAPI_THROW_IF_FAILED(env, status, Napi::Value());
-  }
-  status = napi_queue_async_work(env, holder->work);
-  if (status != napi_ok) {
-    napi_delete_async_work(env, holder->work);
-    delete holder;
-    NAPI_THROW_IF_FAILED(env, status, Napi::Value());
-  }
-  return env.Undefined();
-}
-
-// probeThreadpool(done: (waitedMs: number) => void) queues one no-op async
-// work item and, when it completes, calls done with how long it waited in
-// libuv's queue for a pool thread (from the queue call to the start of its
-// execute callback, on a monotonic clock): the pool's saturation, measured
-// directly. The work item is like the pre-warm's (the first one creates the
-// pool). The execute callback only reads the clock: no Node-API call is made
-// off the main thread. A work item that could not run (the environment is
-// shutting down) completes with a status other than napi_ok: done is not
-// called then, only the item freed.
-struct ThreadpoolProbe {
+// One no-op async work item, queued: the pre-warm's and the pool probe's.
+// libuv creates its whole threadpool synchronously on the first submission
+// (uv__work_submit -> init_once waits until every pool thread has started),
+// so once the first item is queued the pool exists. The execute callback only
+// reads the clock: no Node-API call is made off the main thread. The
+// completion calls `done` (when there is one) with how long the item waited
+// in libuv's queue for a pool thread, from the queue call to the start of its
+// execute callback on a monotonic clock: the pool's saturation, measured
+// directly. An item that could not run (the environment is shutting down)
+// completes with a status other than napi_ok: done is not called then, only
+// the item freed.
+struct NoOpWork {
   napi_async_work work = nullptr;
-  napi_ref done = nullptr;
+  napi_ref done = nullptr;  // null for the pre-warm
   std::chrono::steady_clock::time_point queued;
   std::chrono::steady_clock::time_point started;
 };
 
-void FreeThreadpoolProbe(napi_env env, ThreadpoolProbe* probe) {
-  if (probe->done != nullptr) napi_delete_reference(env, probe->done);
-  if (probe->work != nullptr) napi_delete_async_work(env, probe->work);
-  delete probe;
+void FreeNoOpWork(napi_env env, NoOpWork* item) {
+  if (item->done != nullptr) napi_delete_reference(env, item->done);
+  if (item->work != nullptr) napi_delete_async_work(env, item->work);
+  delete item;
 }
 
+void CompleteNoOpWork(napi_env env, napi_status work_status, void* data) {
+  auto* item = static_cast<NoOpWork*>(data);
+  napi_value done;
+  napi_value global;
+  napi_value waited;
+  const double waited_ms = std::chrono::duration<double, std::milli>(item->started - item->queued).count();
+  if (item->done != nullptr && work_status == napi_ok && napi_get_reference_value(env, item->done, &done) == napi_ok &&
+      done != nullptr && napi_get_global(env, &global) == napi_ok && napi_create_double(env, waited_ms, &waited) == napi_ok) {
+    // done never throws (src/monitor.ts catches its own errors); if it did,
+    // Node reports the exception once this callback returns.
+    napi_call_function(env, global, done, 1, &waited, nullptr);
+  }
+  FreeNoOpWork(env, item);
+}
+
+/** Queues one NoOpWork named `name`, calling `done` (may be null) when it completes. */
+napi_status QueueNoOpWork(napi_env env, const char* name, napi_value done) {
+  napi_value resource_name;
+  napi_status status = napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &resource_name);
+  if (status != napi_ok) return status;
+  auto* item = new NoOpWork();
+  if (done != nullptr) status = napi_create_reference(env, done, 1, &item->done);
+  if (status == napi_ok) {
+    status = napi_create_async_work(
+        env, nullptr, resource_name,
+        [](napi_env, void* data) { static_cast<NoOpWork*>(data)->started = std::chrono::steady_clock::now(); },
+        CompleteNoOpWork, item, &item->work);
+  }
+  if (status == napi_ok) {
+    item->queued = std::chrono::steady_clock::now();
+    status = napi_queue_async_work(env, item->work);
+  }
+  if (status != napi_ok) FreeNoOpWork(env, item);
+  return status;
+}
+
+// prewarmThreadpool(): when it returns, the pool exists (see NoOpWork).
+Napi::Value PrewarmThreadpool(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  NAPI_THROW_IF_FAILED(env, QueueNoOpWork(env, "threadleak:prewarm", nullptr), Napi::Value());
+  return env.Undefined();
+}
+
+// probeThreadpool(done: (waitedMs: number) => void): done is called with the
+// item's wait for a pool thread (see NoOpWork).
 Napi::Value ProbeThreadpool(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsFunction()) {
     throw Napi::TypeError::New(env, "probeThreadpool(done): done must be a function");
   }
-  napi_value resource_name;
-  NAPI_THROW_IF_FAILED(env, napi_create_string_utf8(env, "threadleak:threadpool-probe", NAPI_AUTO_LENGTH, &resource_name),
-                       Napi::Value());
-  auto* probe = new ThreadpoolProbe();
-  napi_status status = napi_create_reference(env, info[0], 1, &probe->done);
-  if (status == napi_ok) {
-    status = napi_create_async_work(
-        env, nullptr, resource_name,
-        [](napi_env, void* data) { static_cast<ThreadpoolProbe*>(data)->started = std::chrono::steady_clock::now(); },
-        [](napi_env env, napi_status work_status, void* data) {
-          auto* p = static_cast<ThreadpoolProbe*>(data);
-          napi_value done;
-          napi_value global;
-          napi_value waited;
-          const double waited_ms = std::chrono::duration<double, std::milli>(p->started - p->queued).count();
-          if (work_status == napi_ok && napi_get_reference_value(env, p->done, &done) == napi_ok && done != nullptr &&
-              napi_get_global(env, &global) == napi_ok && napi_create_double(env, waited_ms, &waited) == napi_ok) {
-            // done never throws (src/monitor.ts catches its own errors); if it
-            // did, Node reports the exception once this callback returns.
-            napi_call_function(env, global, done, 1, &waited, nullptr);
-          }
-          FreeThreadpoolProbe(env, p);
-        },
-        probe, &probe->work);
-  }
-  if (status == napi_ok) {
-    probe->queued = std::chrono::steady_clock::now();
-    status = napi_queue_async_work(env, probe->work);
-  }
-  if (status != napi_ok) {
-    FreeThreadpoolProbe(env, probe);
-    NAPI_THROW_IF_FAILED(env, status, Napi::Value());
-  }
+  NAPI_THROW_IF_FAILED(env, QueueNoOpWork(env, "threadleak:threadpool-probe", info[0]), Napi::Value());
   return env.Undefined();
 }
 

@@ -25,4 +25,4 @@ export type {
   ThreadMonitor,
   ThreadMonitorOptions,
   ThreadSample,
-} from './monitor.js';
+} from './types.js';

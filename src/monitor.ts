@@ -37,16 +37,6 @@ import type {
   ThreadSample,
 } from './types.js';
 
-export type {
-  SampledThread,
-  ThreadAlert,
-  ThreadAlertKind,
-  ThreadHeadroom,
-  ThreadMonitor,
-  ThreadMonitorOptions,
-  ThreadSample,
-} from './types.js';
-
 const WHERE = 'monitorThreads()';
 const OPTION_NAMES = ['intervalMs', 'pid', 'maxThreads', 'growthSamples', 'onSample', 'onAlert', 'onError'] as const;
 export const DEFAULT_INTERVAL_MS = 1000;

@@ -81,6 +81,8 @@ function onlyCandidate(root: string): string | undefined {
   }
 }
 
+let loadedFrom = '';
+
 function load(): Addon {
   if (addon) return addon;
   if (!SUPPORTED_PLATFORMS.has(process.platform)) throw unsupportedPlatformError(process.platform);
@@ -88,9 +90,16 @@ function load(): Addon {
   // is this file, in dist/ (or src/ under a test runner).
   const root = join(__dirname, '..');
   const local = createRequire(__filename);
-  const only = onlyCandidate(root);
-  addon = only !== undefined ? (local(only) as Addon) : (local('node-gyp-build') as (dir: string) => Addon)(root);
+  const file = onlyCandidate(root) ?? (local('node-gyp-build') as { resolve(dir: string): string }).resolve(root);
+  addon = local(file) as Addon;
+  loadedFrom = file;
   return addon;
+}
+
+/** The addon's file, loaded first if it was not: what another thread loads to call into it (the event-loop watchdog). */
+export function addonPath(): string {
+  load();
+  return loadedFrom;
 }
 
 /** Lists the threads of `pid` (0: this process), or returns the OS error. */

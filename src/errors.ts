@@ -1,10 +1,11 @@
 // Every error class and error code threadleak throws. Messages come from report.ts.
 import {
   formatInvalidOption,
+  formatWatchdogStartFailed,
   formatOsError,
   formatUnsupportedPlatform,
 } from './report.js';
-import type { LeakedThread, LeakInfo } from './types.js';
+import type { EventLoopBlock, LeakedThread, LeakInfo } from './types.js';
 
 /** Base class of every leak threadleak reports by throwing. */
 export class LeakError extends Error {
@@ -46,6 +47,13 @@ export function invalidOption(
   return error;
 }
 
+/** noEventLoopBlocking()'s watchdog thread did not start. */
+export function watchdogStartError(timeoutMs: number): Error & { code: string } {
+  const error = new Error(formatWatchdogStartFailed(timeoutMs)) as Error & { code: string };
+  error.code = 'ERR_THREADLEAK_WATCHDOG_START';
+  return error;
+}
+
 export function unsupportedPlatformError(platform: string): Error & { code: string } {
   const error = new Error(formatUnsupportedPlatform(platform)) as Error & { code: string };
   error.code = 'ERR_THREADLEAK_UNSUPPORTED_PLATFORM';
@@ -70,6 +78,16 @@ export class ResourceLeakError extends LeakError {
   readonly code = 'ERR_RESOURCE_LEAK';
 
   constructor(message: string, readonly leaks: LeakInfo[]) {
+    super(message);
+  }
+}
+
+/** Thrown by an event-loop blocking scope with action 'raise': every block, with the stacks seen during it. */
+export class EventLoopBlockError extends LeakError {
+  override name = 'EventLoopBlockError';
+  readonly code = 'ERR_EVENT_LOOP_BLOCKED';
+
+  constructor(message: string, readonly blocks: EventLoopBlock[]) {
     super(message);
   }
 }

@@ -4,9 +4,11 @@
 // (`export *` would also re-export the build's `__esModule` marker.)
 export {
   DEFAULT_THREAD_NAME_FILTER,
+  EventLoopBlockError,
   LeakError,
   LeakTracker,
   monitorThreads,
+  noEventLoopBlocking,
   noResourceLeaks,
   noThreadLeaks,
   ResourceLeakError,

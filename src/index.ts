@@ -26,3 +26,6 @@ export type {
   ThreadMonitorOptions,
   ThreadSample,
 } from './types.js';
+export { noEventLoopBlocking } from './blocking.js';
+export type { EventLoopBlock, EventLoopBlockingOptions, EventLoopBlockingScope, EventLoopBlockSample } from './blocking.js';
+export { EventLoopBlockError } from './errors.js';

@@ -1,7 +1,10 @@
 // The one place that turns data into text: every message threadleak prints or
 // throws is formatted here, so wording and layout stay consistent.
 import { inspect } from 'node:util';
+import { groupSamples, nativeStackTells } from './blocking-samples.js';
 import type {
+  EventLoopBlock,
+  EventLoopBlockSample,
   LeakedThread,
   LeakInfo,
   LeakReport,
@@ -558,4 +561,136 @@ export function formatRunHungAtExit(pid: number, hungMs: number, command: { pid:
     `threadleak run: process ${pid} hung at exit: still alive ${formatDuration(hungMs)} after its 'exit' event ` +
     `(its threads' native stacks are printed above, where the hang-at-exit watchdog could write them); ${killing}`
   );
+}
+
+// ------------------------------------------------------------ event-loop blocks
+
+export function formatWatchdogStartFailed(timeoutMs: number): string {
+  return `noEventLoopBlocking(): the watchdog thread did not start within ${formatDuration(timeoutMs)}; nothing is watched`;
+}
+
+/** A local time of day with ms: blocks are short, their day is today. */
+function timeOfDay(ms: number): string {
+  const d = new Date(ms);
+  const two = (n: number): string => String(n).padStart(2, '0');
+  return `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}.${String(d.getMilliseconds()).padStart(3, '0')}`;
+}
+
+// Frames shown per stack, and native frames per sample.
+const MAX_JS_FRAMES = 12;
+const MAX_NATIVE_FRAMES = 8;
+const MAX_GROUPS = 3;
+
+/** The app's frames (without V8's "at ", see withoutAt); Node's own modules and threadleak's files are counted, not shown. */
+function jsStackLines(stack: string, ownDir: string, indent: string): string[] {
+  const frames = stack.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  // Node's own modules: `node:internal/...`, `node:buffer:295:28`.
+  const own = (line: string): boolean => /\bnode:[\w/]+:\d+/.test(line) || line.includes(ownDir);
+  const app = frames.filter((l) => !own(l));
+  const rest = frames.length - app.length;
+  const lines = app.slice(0, MAX_JS_FRAMES).map((l) => `${indent}${withoutAt(l)}`);
+  if (app.length > MAX_JS_FRAMES) lines.push(`${indent}... ${plural(app.length - MAX_JS_FRAMES, 'more frame')}`);
+  if (rest > 0) lines.push(`${indent}(${plural(rest, 'frame')} in Node's own modules and threadleak not shown: see .stack)`);
+  return lines;
+}
+
+/**
+ * A C++ symbol as a reader names the function: no return type, parameters,
+ * qualifiers or clone suffix, and template arguments elided
+ * (`void v8::internal::String::WriteToFlat<unsigned char>(…) const` →
+ * `v8::internal::String::WriteToFlat<…>`). A C symbol comes back as it is.
+ */
+export function functionName(symbol: string): string {
+  let out = '';
+  let depth = 0;
+  for (let i = 0; i < symbol.length; i++) {
+    const c = symbol[i]!;
+    if (out.endsWith('operator') && depth === 0) {
+      // operator<<, operator(), operator new: up to the parameter list.
+      const end = symbol.indexOf('(', c === '(' ? i + 2 : i);
+      return `${out}${symbol.slice(i, end === -1 ? undefined : end)}`;
+    }
+    if (c === '<') {
+      if (depth++ === 0) out += '<…>';
+    } else if (c === '>') {
+      depth = Math.max(0, depth - 1);
+    } else if (depth > 0) {
+      continue;
+    } else if (c === '(') {
+      const anonymous = '(anonymous namespace)';
+      if (!symbol.startsWith(anonymous, i)) break;
+      out += anonymous;
+      i += anonymous.length - 1;
+    } else if (c === ' ') {
+      // A return type ends here.
+      out = '';
+    } else {
+      out += c;
+    }
+  }
+  return out === '' ? symbol : out;
+}
+
+function sampleLines(sample: EventLoopBlockSample, ownDir: string, indent: string): string[] {
+  const lines: string[] = [];
+  const frames = nativeStackTells(sample) ? (sample.nativeStack?.frames ?? []) : [];
+  const named = frames.flatMap((frame, i) => (frame.symbol === undefined ? [] : [{ frame, i }])).slice(0, MAX_NATIVE_FRAMES);
+  if (named.length > 0) {
+    lines.push(`${indent}in native code:`);
+    for (const { frame, i } of named) lines.push(`${indent}  #${i} ${formatFrame({ ...frame, symbol: functionName(frame.symbol!), offset: undefined })}`);
+  }
+  if (sample.stack === '') {
+    lines.push(`${indent}JavaScript stack not seen${sample.stackError ? `: ${sample.stackError}` : ''}`);
+    return lines;
+  }
+  if (sample.stackDelayMs !== undefined) {
+    lines.push(
+      `${indent}JavaScript read ${formatDuration(sample.stackDelayMs)} late, when the thread next ran it (after the native call returned; ` +
+        'the first frame is where it went on, the others its callers then):',
+    );
+  }
+  lines.push(...jsStackLines(sample.stack, ownDir, indent));
+  return lines;
+}
+
+/**
+ * The message of an event-loop blocking scope: each block's duration and
+ * start, then what was seen running during it, the most seen first (the
+ * app's frames first in each stack).
+ */
+export function formatEventLoopBlocks(
+  blocks: readonly EventLoopBlock[],
+  thresholdMs: number,
+  ownDir: string,
+  jsStacksUnavailable: string | undefined,
+): string {
+  const head = `the event loop was blocked ${blocks.length === 1 ? 'once' : `${blocks.length} times`} for longer than ${formatDuration(thresholdMs)}`;
+  const out = [`${head}:`];
+  for (const block of blocks) {
+    const total = block.samples.reduce((n, s) => n + s.count, 0);
+    const looked = total > 1 ? `; ${total} looks at it during the block` : '';
+    out.push(`  - blocked ${formatDuration(block.durationMs)}, from ${timeOfDay(block.startedAt)}${looked}:`);
+    if (total === 0) {
+      out.push(`      no stack was seen during it${jsStacksUnavailable ? ` (${jsStacksUnavailable})` : ': it ended before the watchdog looked'}`);
+      continue;
+    }
+    // Looks that saw nothing readable are counted, not listed.
+    const groups = groupSamples(block.samples);
+    const shown = groups.filter(({ first }) => first.stack !== '' || first.nativeStack?.frames.some((f) => f.symbol !== undefined));
+    for (const { first, looks } of shown.slice(0, MAX_GROUPS)) {
+      const into = formatDuration(Math.max(0, first.at - block.startedAt));
+      if (total > 1) out.push(`      ${looks === total ? 'every look' : `${looks} of ${total} looks`}, from ${into} into the block:`);
+      out.push(...sampleLines(first, ownDir, '        '));
+    }
+    if (shown.length > MAX_GROUPS) {
+      const rest = shown.slice(MAX_GROUPS).reduce((n, g) => n + g.looks, 0);
+      out.push(`      ... ${plural(shown.length - MAX_GROUPS, 'more distinct stack')} (${plural(rest, 'look')}) in .blocks[].samples`);
+    }
+    const blind = total - shown.reduce((n, g) => n + g.looks, 0);
+    if (blind > 0) {
+      const why = block.samples.find((s) => s.stack === '')?.stackError ?? block.samples[0]?.nativeStack?.error ?? jsStacksUnavailable;
+      out.push(`      ${shown.length === 0 ? 'no stack could be read during it' : `${plural(blind, 'look')} read no stack`}${why ? `: ${why}` : ''}`);
+    }
+  }
+  return out.join('\n');
 }

@@ -104,6 +104,13 @@ export function isLibraryThread(key: string): boolean {
   return libraryThreads.size > 0 && libraryThreads.has(key);
 }
 
+/** A Worker threadleak made itself: not one of the app's, never matched to a thread (its own is registered by key). */
+export function forgetWorker(worker: Worker): void {
+  const record = records.get(worker);
+  records.delete(worker);
+  if (record?.key !== undefined && recordsByKey.get(record.key) === record) recordsByKey.delete(record.key);
+}
+
 /**
  * A scope's baseline: the keys of this process's threads now, the libuv pool
  * pre-warmed first unless `prewarm` is false (threadleak/register, whose
@@ -284,7 +291,7 @@ const newestFirst = (a: ThreadInfo, b: ThreadInfo): number => (b.startTime ?? 0)
  */
 function candidatesFor(record: WorkerRecord, list: readonly ThreadInfo[], baseline: WorkerBaseline, self: number, creatorName: string | undefined): ThreadInfo[] {
   let alive = list.filter((t) => {
-    if (t.id === self || t.state === 'zombie' || baseline.keys.has(t.key)) return false;
+    if (t.id === self || t.state === 'zombie' || baseline.keys.has(t.key) || isLibraryThread(t.key)) return false;
     const owner = recordsByKey.get(t.key);
     return owner === undefined || owner === record;
   });

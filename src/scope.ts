@@ -42,6 +42,8 @@ export interface LeakDetector<Leak> {
   cannotStopMessage?(leaks: Leak[]): string;
   error(leaks: Leak[], message: string): LeakError;
   warning: { type: string; code: string };
+  /** Called once when the scope closes, after its last look (a watcher it started stops). */
+  release?(): void;
 }
 
 /** What the scope itself needs: the rest of the options belong to the detector. */
@@ -256,7 +258,12 @@ export class LeakScope<Leak> extends CallableObject {
     if (this.#closed) return;
     this.#closed = true;
     const detector = this.#detector;
-    let leaks = await waitForLeaks(() => detector.findLeaks(), this.#options.gracePeriodMs);
+    let leaks: Leak[];
+    try {
+      leaks = await waitForLeaks(() => detector.findLeaks(), this.#options.gracePeriodMs);
+    } finally {
+      detector.release?.();
+    }
     if (leaks.length === 0) return;
     if (detector.finalize) leaks = detector.finalize(leaks);
     if (leaks.length === 0) return;
@@ -269,7 +276,12 @@ export class LeakScope<Leak> extends CallableObject {
     if (this.#closed) return;
     this.#closed = true;
     const detector = this.#detector;
-    let leaks = waitForLeaksSync(() => detector.findLeaks(), this.#options.gracePeriodMs);
+    let leaks: Leak[];
+    try {
+      leaks = waitForLeaksSync(() => detector.findLeaks(), this.#options.gracePeriodMs);
+    } finally {
+      detector.release?.();
+    }
     if (leaks.length === 0) return;
     if (detector.finalize) leaks = detector.finalize(leaks);
     if (leaks.length === 0) return;

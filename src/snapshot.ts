@@ -1,6 +1,6 @@
 // The snapshot layer: the threads of a process as plain data, no policy.
 import { attributeStack } from './attribution.js';
-import { captureStack, listThreads } from './binding.js';
+import { captureStack, listThreads, type RawStack } from './binding.js';
 import { demangleFrames } from './demangle.js';
 import { invalidOption, systemError } from './errors.js';
 import { checkOptionsObject, rejectUnknownOptions } from './options.js';
@@ -109,6 +109,16 @@ function stackOf(
   forLeakReport = false,
 ): { stack: NativeStack; code: string | undefined } {
   const raw = captureStack(id, timeoutMs, key);
+  return { stack: nativeStackFromRaw(id, raw, timeoutMs, forLeakReport), code: raw.error };
+}
+
+/**
+ * The public shape of what the addon's captureStack returned for thread `id`
+ * with `timeoutMs` (also when another thread called it: the event-loop
+ * watchdog). `forLeakReport`: a thread read only from the kernel's view is
+ * said to be so, not to have failed.
+ */
+export function nativeStackFromRaw(id: number, raw: RawStack, timeoutMs: number, forLeakReport = false): NativeStack {
   const stack: NativeStack = { threadId: id, frames: demangleFrames(raw.frames) };
   const start = raw.start === undefined ? undefined : demangleFrames([raw.start])[0];
   const { module, startRoutine } = attributeStack(stack.frames, start);
@@ -126,7 +136,7 @@ function stackOf(
       platform: process.platform,
     });
   }
-  return { stack, code: raw.error };
+  return stack;
 }
 
 /**

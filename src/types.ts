@@ -183,3 +183,48 @@ export interface ThreadMonitor {
   /** True until stop() or an error stopped it. */
   readonly running: boolean;
 }
+
+// ------------------------------------------------------- noEventLoopBlocking()
+
+/** One look at the blocked thread during a block (consecutive equal looks are merged). */
+export interface EventLoopBlockSample {
+  /** ms since the epoch, when the look was taken. */
+  at: number;
+  /** The JavaScript stack, as `Error.stack` lines without the first; '' when it could not be read. */
+  stack: string;
+  /** The thread's native frames at that moment: they name a native call the JavaScript is waiting in. */
+  nativeStack?: NativeStack;
+  /**
+   * Set when the JavaScript stack was read only this many ms after it was asked
+   * for: the thread was in a native call then, and the stack is where it
+   * returned to JavaScript (the native stack shows the call itself).
+   */
+  stackDelayMs?: number;
+  /** Why the JavaScript stack could not be read, when it could not. */
+  stackError?: string;
+  /** How many consecutive looks saw this same stack. */
+  count: number;
+}
+
+/** A turn of the event loop that took longer than the threshold. */
+export interface EventLoopBlock {
+  /** How long the loop was busy, in ms, as the blocked thread measured it when it resumed. */
+  durationMs: number;
+  /** ms since the epoch. */
+  startedAt: number;
+  /** The JavaScript stack seen during the block (the first sample's); '' when none was seen. */
+  stack: string;
+  /** The native stack seen with it. */
+  nativeStack?: NativeStack;
+  /** Every distinct stack seen while the block went on, in order. */
+  samples: EventLoopBlockSample[];
+}
+
+export interface EventLoopBlockingOptions {
+  /** What to do about blocks: 'warn' (default), 'log' or 'raise'. ('cancel' is a TypeError: a running stack cannot be stopped.) */
+  action?: 'warn' | 'log' | 'raise';
+  /** A turn of the loop longer than this, in ms, is a block. Default 200. */
+  thresholdMs?: number;
+  /** Receives the message for action 'log'. Default console. */
+  logger?: { warn(message: string): void };
+}

@@ -5,7 +5,9 @@
 // format at the first C++ name with "::" and made later paths relative).
 // A tiny project is generated, with one test that throws a ThreadLeakError
 // built from a realistic report and one that really leaks a std::thread of
-// the fixture and a Worker; each writes its message to a file beside it.
+// the fixture and a Worker, and one whose event loop really blocks in a
+// busy function (its stack read inside the runner's module sandbox); each
+// writes its message to a file beside it.
 import { mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,7 +22,7 @@ const RUNNER_TIMEOUT_MS = 240_000;
 const LEAKS_MODULE = `
 const { writeFileSync } = require('node:fs');
 const { Worker } = require('node:worker_threads');
-const { noThreadLeaks, ThreadLeakError } = require(${JSON.stringify(`${root}dist/index.js`)});
+const { noEventLoopBlocking, noThreadLeaks, ThreadLeakError } = require(${JSON.stringify(`${root}dist/index.js`)});
 const { formatThreadLeaks } = require(${JSON.stringify(`${root}dist/report.js`)});
 const spawner = require(${JSON.stringify(spawnerPath)});
 
@@ -69,12 +71,29 @@ async function realLeakError() {
   }
 }
 
+function busyInRunner(ms) {
+  const end = Date.now() + ms;
+  while (Date.now() < end);
+}
+
+// A real block, its stack read from inside the runner's sandbox (Jest's vm context).
+async function blockingError() {
+  const scope = noEventLoopBlocking({ action: 'raise', thresholdMs: 100 });
+  busyInRunner(300);
+  try {
+    await scope.close();
+    return new Error('no block was reported');
+  } catch (error) {
+    return error;
+  }
+}
+
 function save(name, error) {
   writeFileSync(__dirname + '/' + name + '.message.txt', error.message);
   return error;
 }
 
-module.exports = { realisticError, realLeakError, save };
+module.exports = { blockingError, realisticError, realLeakError, save };
 `;
 
 function testFile(runner: 'jest' | 'vitest'): string {
@@ -85,9 +104,10 @@ function testFile(runner: 'jest' | 'vitest'): string {
       : '';
   return `
 ${prelude}
-const { realisticError, realLeakError, save } = require('./leaks.cjs');
+const { blockingError, realisticError, realLeakError, save } = require('./leaks.cjs');
 test('realistic', () => { throw save(${name('realistic')}, realisticError()); });
 test('real', async () => { throw save(${name('real')}, await realLeakError()); });
+test('blocking', async () => { throw save(${name('blocking')}, await blockingError()); });
 `;
 }
 
@@ -99,7 +119,7 @@ function run(command: string, args: string[]): string {
     env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0', CI: '1' },
   });
   expect(result.error).toBeUndefined();
-  expect(result.status).toBe(1); // both tests fail, with their reports
+  expect(result.status).toBe(1); // every test fails, with its report
   // eslint-disable-next-line no-control-regex
   return `${result.stdout}\n${result.stderr}`.replace(/\x1b\[[0-9;]*m/g, '');
 }
@@ -109,10 +129,10 @@ function run(command: string, args: string[]): string {
  * of `output` (runners indent the message, and put the error's name before
  * its first line). Jest, cutting a message, leaves an empty line at the cut.
  */
-function expectPrintedWhole(output: string, message: string): void {
+function expectPrintedWhole(output: string, message: string, errorName = 'ThreadLeakError'): void {
   const printed = output.split('\n').map((line) => line.trim());
   const [first, ...rest] = message.split('\n');
-  let at = printed.indexOf(`ThreadLeakError: ${first}`);
+  let at = printed.indexOf(`${errorName}: ${first}`);
   expect({ line: first, found: at >= 0 }).toEqual({ line: first, found: true });
   for (const line of rest) {
     at++;
@@ -149,6 +169,10 @@ function checkMessages(runner: 'jest' | 'vitest', output: string): void {
   expect(real).toMatch(/\n {8}#0 /);
   expect(real).toMatch(/\n {6}created at:\n {8}\S/);
   expectPrintedWhole(output, real);
+  const blocking = readFileSync(`${dir}/${runner}-blocking.message.txt`, 'utf8');
+  expect(blocking).toMatch(/^the event loop was blocked once for longer than 100 ms:\n/);
+  expect(blocking).toMatch(/\n {8}busyInRunner \(.*leaks\.cjs:\d+:\d+\)\n/);
+  expectPrintedWhole(output, blocking, 'EventLoopBlockError');
 }
 
 describe('a leak report as test runners print it', () => {

@@ -160,3 +160,29 @@ describe('the LeakTracker examples, as written', () => {
     ].join('\n'), file));
   });
 });
+
+it('runs the noEventLoopBlocking example: the sort seen while it ran, the hash named as the native call it was in', () => {
+  const text = section('## A blocked event loop: `noEventLoopBlocking()`');
+  const [code] = jsBlocks(text);
+  const result = runModule(code!);
+  expect(result.stderr).toBe('');
+  expect(result.status).toBe(0);
+  const printed = printedBlock(text);
+  const href = pathToFileURL(result.file).href;
+  // The lines the README shows that do not vary by run (what was sampled, how often and when does).
+  const head = 'the event loop was blocked 2 times for longer than 100 ms:';
+  expect(printed.split('\n')[0]).toBe(head);
+  expect(result.stdout.split('\n')[0]).toBe(head);
+  const blocks = result.stdout.split(/\n(?= {2}- blocked )/).slice(1);
+  expect(blocks).toHaveLength(2);
+  expect(blocks[0]).toMatch(/^ {2}- blocked \d+ ms, from \d\d:\d\d:\d\d\.\d{3}(; \d+ looks at it during the block)?:\n/);
+  expect(blocks[0]).toContain(`        rankResults (${href}:7:18)\n`);
+  expect(printed).toContain('        rankResults (file:///home/me/search.mjs:7:18)\n');
+  expect(blocks[1]).toContain(`        hashPassword (${href}:11:10)\n`);
+  expect(printed).toContain('        hashPassword (file:///home/me/search.mjs:11:10)\n');
+  if (process.platform === 'linux') {
+    // node's own symbols name the key derivation it was inside (their names vary with Node's version).
+    expect(blocks[1]).toMatch(/ {8}in native code:\n( {10}#\d+ [^\n]*\n)*[^\n]*pbkdf2/i);
+    expect(printed).toMatch(/ {8}in native code:\n( {10}#\d+ [^\n]*\n)*[^\n]*pbkdf2/i);
+  }
+});

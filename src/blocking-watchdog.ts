@@ -120,15 +120,20 @@ function nativeStack(timeoutMs) {
   }
 }
 
+// The stack function is on the main context's global, or, when threadleak
+// runs in a vm context of its own (Jest), on the node:worker_threads module:
+// reached with process.getBuiltinModule (Node 20.16+, 22.3+) or the inspector's
+// command-line require (includeCommandLineAPI below), which every Node has.
+const stackSymbol = 'Symbol.for(${JSON.stringify(CAPTURE_SYMBOL)})';
 const expression = (epoch) =>
-  '(globalThis[Symbol.for(${JSON.stringify(CAPTURE_SYMBOL)})] ?? ' +
-  'process.getBuiltinModule?.("node:worker_threads")?.[Symbol.for(${JSON.stringify(CAPTURE_SYMBOL)})])' +
+  '(globalThis[' + stackSymbol + '] ?? ' +
+  '(process.getBuiltinModule?.("node:worker_threads") ?? (typeof require === "function" ? require("node:worker_threads") : undefined))?.[' + stackSymbol + '])' +
   '?.[' + JSON.stringify(captureId) + ']?.(' + epoch + ')';
 
 function evaluate(session, epoch) {
   return new Promise((resolve) => {
     try {
-      session.post('Runtime.evaluate', { expression: expression(epoch), returnByValue: true, silent: true }, (error, result) => {
+      session.post('Runtime.evaluate', { expression: expression(epoch), returnByValue: true, silent: true, includeCommandLineAPI: true }, (error, result) => {
         if (error) resolve({ error: String(error.message || error) });
         else if (result.exceptionDetails) {
           const e = result.exceptionDetails;

@@ -17,6 +17,7 @@
 // after the last scope closes, disconnected from the inspector, for the next
 // scope; at exit it disconnects first (a session still connected at exit
 // makes Node wait for the debugger, forever under --inspect).
+import { createRequire } from 'node:module';
 import timers from 'node:timers';
 import { isMainThread, MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from 'node:worker_threads';
 import { addonPath, currentThreadId, threadKey, type RawStack } from './binding.js';
@@ -77,10 +78,11 @@ const EXIT_DISCONNECT_MS = 200;
 const STACK_LIMIT = 64;
 const NATIVE_STACK_TIMEOUT_MS = 100;
 // The expression found no stack function: threadleak runs in a vm context of
-// its own (a test runner's sandbox) on a Node without process.getBuiltinModule.
+// its own (a test runner's sandbox) and node:worker_threads, where it is
+// also put, could not be reached from the main context.
 const NO_FUNCTION =
   "threadleak's stack function is not reachable from the main context: threadleak runs in a vm context of its own " +
-  '(a test runner sandbox) on a Node without process.getBuiltinModule (before 20.16 and 22.3)';
+  '(a test runner sandbox), and node:worker_threads could not be reached from the main context to find it';
 // Node's inspector connects a Worker to the main thread only: a Worker's own
 // JavaScript cannot be interrupted from another thread.
 const NOT_MAIN_THREAD =
@@ -422,10 +424,9 @@ function installCapture(ctl: Int32Array): string {
   const key = Symbol.for(CAPTURE_SYMBOL);
   const holder = globalThis as unknown as Record<symbol, Record<string, unknown> | undefined>;
   const registry = (holder[key] ??= Object.create(null) as Record<string, unknown>);
-  const builtin = (process as { getBuiltinModule?: (id: string) => unknown }).getBuiltinModule?.('node:worker_threads') as
-    | Record<symbol, unknown>
-    | undefined;
-  if (builtin && builtin[key] === undefined) Object.defineProperty(builtin, key, { value: registry, configurable: true });
+  // The module object itself (a test runner's require of a Node module gives the process's own).
+  const builtin = createRequire(__filename)('node:worker_threads') as Record<symbol, unknown>;
+  if (builtin[key] === undefined) Object.defineProperty(builtin, key, { value: registry, configurable: true });
   const id = `${process.pid}-${++captureSeq}-${Math.random().toString(36).slice(2)}`;
   registry[id] = function captureEventLoopStack(epoch: number): string | null {
     // The thread beat since the block was noticed: where it is now is not the block.

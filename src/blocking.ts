@@ -43,7 +43,7 @@ import {
 } from './blocking-watchdog.js';
 import { EventLoopBlockError, invalidOption, watchdogStartError } from './errors.js';
 import { checkOptionsObject, rejectUnknownOptions } from './options.js';
-import { formatEventLoopBlocks } from './report.js';
+import { EVENT_LOOP_STACK_NOT_MAIN_THREAD, EVENT_LOOP_STACK_UNREACHABLE, formatEventLoopBlocks } from './report.js';
 import { forgetWorker, registerLibraryThread } from './runtime.js';
 import {
   checkDecoratorKind,
@@ -63,7 +63,7 @@ export type { EventLoopBlock, EventLoopBlockingOptions, EventLoopBlockSample } f
 
 const OPTION_NAMES = ['action', 'thresholdMs', 'logger'] as const;
 const ACTIONS: readonly LeakAction[] = ['warn', 'log', 'raise'];
-export const DEFAULT_THRESHOLD_MS = 200;
+const DEFAULT_THRESHOLD_MS = 200;
 const MIN_THRESHOLD_MS = 1;
 const MAX_THRESHOLD_MS = 60_000;
 // How long a scope waits at open for the watchdog's thread to start (seconds under wine).
@@ -77,17 +77,6 @@ const EXIT_DISCONNECT_MS = 200;
 // The stack depth read during a block.
 const STACK_LIMIT = 64;
 const NATIVE_STACK_TIMEOUT_MS = 100;
-// The expression found no stack function: threadleak runs in a vm context of
-// its own (a test runner's sandbox) and node:worker_threads, where it is
-// also put, could not be reached from the main context.
-const NO_FUNCTION =
-  "threadleak's stack function is not reachable from the main context: threadleak runs in a vm context of its own " +
-  '(a test runner sandbox), and node:worker_threads could not be reached from the main context to find it';
-// Node's inspector connects a Worker to the main thread only: a Worker's own
-// JavaScript cannot be interrupted from another thread.
-const NOT_MAIN_THREAD =
-  'JavaScript stacks are read on the main thread only, and this scope runs in a Worker: its durations and native stacks are reported';
-
 // A look that caught the thread running the watchdog's own request (the
 // inspector's Runtime.evaluate, answered when a native call returned) saw
 // the watchdog, not the block: it is left out. (Where node's symbols are
@@ -107,7 +96,7 @@ const monotonicNow = (): number => Number(hrtime()) / 1e6;
 const wallNow = (): number => performance.timeOrigin + perfNow();
 
 /** The folder of threadleak's own modules (src/ or dist/): their frames are listed after the app's. */
-export const PACKAGE_DIR = __dirname;
+const PACKAGE_DIR = __dirname;
 
 interface PendingSample {
   at: number;
@@ -149,7 +138,7 @@ class Watchdog {
     this.#times = new Float64Array(shared, INT32_SLOTS * 4, FLOAT64_SLOTS);
     Atomics.store(this.#ctl, CAPTURING, -1);
     this.#target = currentThreadId();
-    if (!isMainThread) jsStacksUnavailable = NOT_MAIN_THREAD;
+    if (!isMainThread) jsStacksUnavailable = EVENT_LOOP_STACK_NOT_MAIN_THREAD;
     const captureId = installCapture(this.#ctl);
     const { port1, port2 } = new MessageChannel();
     this.#port = port1;
@@ -223,7 +212,7 @@ class Watchdog {
 
   remove(listener: Listener): void {
     if (!this.#listeners.has(listener)) return;
-    this.beat();
+    // No beat here: the scope's last findLeaks() just beat, ending its window.
     this.#listeners.delete(listener);
     if (this.#listeners.size > 0) {
       this.#setThreshold();
@@ -341,7 +330,7 @@ class Watchdog {
             const sample = this.#samples.get(id);
             if (!sample) continue;
             if (message.stack !== undefined) sample.stack = message.stack;
-            if (message.error !== undefined) sample.stackError = message.error === 'no-function' ? NO_FUNCTION : message.error;
+            if (message.error !== undefined) sample.stackError = message.error === 'no-function' ? EVENT_LOOP_STACK_UNREACHABLE : message.error;
             if (message.late) sample.stackDelayMs = Math.round(message.delayMs);
           }
           break;

@@ -2,7 +2,7 @@
 // `ps -T` (TID, NAME, STATE, %CPU, TIME, START), or the threads() array as
 // JSON. Also the text helpers `top` shares: display width, truncation,
 // table layout, CPU time and start time.
-import { escapeControlCharacters } from './report.js';
+import { clockTime, escapeControlCharacters, twoDigits as two } from './report.js';
 import { threads } from './snapshot.js';
 import type { ThreadInfo } from './types.js';
 
@@ -90,8 +90,6 @@ export function displayName(name: string): string {
   return name === '' ? '-' : escapeControlCharacters(name);
 }
 
-const two = (n: number): string => String(n).padStart(2, '0');
-
 /** Cumulative CPU time as ps prints it: [DD-]HH:MM:SS. */
 export function formatCpuTime(cpuMs: number): string {
   const total = Math.floor(Math.max(0, cpuMs) / 1000);
@@ -106,7 +104,7 @@ export function formatStartTime(startTime: number | undefined, now: number): str
   const start = new Date(startTime);
   const today = new Date(now);
   if (start.toDateString() === today.toDateString()) {
-    return `${two(start.getHours())}:${two(start.getMinutes())}:${two(start.getSeconds())}`;
+    return clockTime(start);
   }
   return `${start.getFullYear()}-${two(start.getMonth() + 1)}-${two(start.getDate())}`;
 }

@@ -473,6 +473,11 @@ export function escapeControlCharacters(text: string): string {
 
 const quoteArgument = (value: string): string => `'${escapeControlCharacters(value)}'`;
 
+export const twoDigits = (n: number): string => String(n).padStart(2, '0');
+
+/** The local time of day, HH:MM:SS. */
+export const clockTime = (d: Date): string => `${twoDigits(d.getHours())}:${twoDigits(d.getMinutes())}:${twoDigits(d.getSeconds())}`;
+
 /** An OS error's message as one line of a command's message. */
 const firstLine = (message: string): string => escapeControlCharacters(message.split('\n')[0]!);
 
@@ -565,6 +570,15 @@ export function formatRunHungAtExit(pid: number, hungMs: number, command: { pid:
 
 // ------------------------------------------------------------ event-loop blocks
 
+/** Why a look read no JavaScript stack: the stack function could not be found from the main context. */
+export const EVENT_LOOP_STACK_UNREACHABLE =
+  "threadleak's stack function is not reachable from the main context: threadleak runs in a vm context of its own " +
+  '(a test runner sandbox), and node:worker_threads could not be reached from the main context to find it';
+
+/** Why a scope in a Worker reads no JavaScript stack. */
+export const EVENT_LOOP_STACK_NOT_MAIN_THREAD =
+  'JavaScript stacks are read on the main thread only, and this scope runs in a Worker: its durations and native stacks are reported';
+
 export function formatWatchdogStartFailed(timeoutMs: number): string {
   return `noEventLoopBlocking(): the watchdog thread did not start within ${formatDuration(timeoutMs)}; nothing is watched`;
 }
@@ -572,8 +586,7 @@ export function formatWatchdogStartFailed(timeoutMs: number): string {
 /** A local time of day with ms: blocks are short, their day is today. */
 function timeOfDay(ms: number): string {
   const d = new Date(ms);
-  const two = (n: number): string => String(n).padStart(2, '0');
-  return `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}.${String(d.getMilliseconds()).padStart(3, '0')}`;
+  return `${clockTime(d)}.${String(d.getMilliseconds()).padStart(3, '0')}`;
 }
 
 // Frames shown per stack, and native frames per sample.

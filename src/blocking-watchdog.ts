@@ -24,20 +24,26 @@
 // CAPTURING holds the block's epoch while a sample of it is under way, so a
 // scope that closes waits for it (bounded) instead of losing it.
 //
-// Life cycle: READY once the thread runs; RUN=1 connects the session and
-// watches; RUN=0 disconnects it and parks the thread (a later scope reuses it). It is terminated only long
-// after the disconnect: Node aborts when a Worker is terminated while the
-// main thread still dispatches that session's last messages.
+// Life cycle: READY once the thread runs; CONNECT=1 connects the session,
+// RUN=1 watches; CONNECT=0 disconnects it and parks the thread (a later scope
+// reuses it). QUIT=1, at exit or long after the last scope, makes the thread
+// disconnect and end by itself (ENDED, then process.exit() in the Worker).
+// Once it runs, it is never stopped from outside: Node aborts when a Worker is terminated while
+// the main thread still dispatches that session's last messages, and under
+// wine a process was seen (once in about 270 exits) to stay alive after its
+// 'exit' event, its main thread joining a terminated watchdog that still
+// waited in Atomics.wait.
 
 import type { MessagePort } from 'node:worker_threads';
 
 /** Int32 slots. */
 export const RUN = 0; // 1 while a scope is open: sample (set by the watched thread)
-export const STATE = 1; // the watchdog's session: PARKED, CONNECTING, CONNECTED
+export const STATE = 1; // the watchdog's session: PARKED, CONNECTING, CONNECTED, ENDED
 export const EPOCH = 2; // how many times the watched thread beat
 export const CAPTURING = 3; // the epoch a sample is being taken of, or -1
 export const READY = 4; // 1 once the watchdog's thread runs and said its key
 export const CONNECT = 5; // 1 while the watched thread wants a session kept
+export const QUIT = 6; // 1 once the watchdog's thread is to end
 export const INT32_SLOTS = 8;
 /** Float64 slots, after the Int32 ones. */
 export const BEAT_AT = 0; // ms on the process's monotonic clock (process.hrtime)
@@ -48,6 +54,7 @@ export const SHARED_BYTES = INT32_SLOTS * 4 + FLOAT64_SLOTS * 8;
 export const PARKED = 0; // no session
 export const CONNECTING = 1;
 export const CONNECTED = 2;
+export const ENDED = 3; // QUIT seen, no session: the thread is ending
 
 /** Where the watched thread's stack function is found, by the watchdog's expression. */
 export const CAPTURE_SYMBOL = 'threadleak.eventLoopStack';
@@ -106,7 +113,16 @@ Atomics.notify(ctl, ${READY});
 process.on('unhandledRejection', () => {});
 // A pending session.post() does not keep a Worker alive: this timer does
 // (this thread's own loop only; the Worker is unref'd in its parent).
-setInterval(() => {}, 1 << 30);
+const keepAlive = setInterval(() => {}, 1 << 30);
+const quitting = () => Atomics.load(ctl, ${QUIT}) === 1;
+
+// Ends this thread from inside it, its session already disconnected.
+function quit() {
+  clearInterval(keepAlive);
+  Atomics.store(ctl, ${STATE}, ${ENDED});
+  Atomics.notify(ctl, ${STATE});
+  process.exit(0);
+}
 
 // The thread's native stack, with what the kernel shows (timeout 0: no signal;
 // on Windows and macOS the whole stack, by suspending it) or, with a timeout,
@@ -157,7 +173,7 @@ let sampleSeq = 0;
 async function watch(session) {
   let sampledEpoch = -1;
   let sampledAt = 0;
-  while (Atomics.load(ctl, ${CONNECT}) === 1) {
+  while (Atomics.load(ctl, ${CONNECT}) === 1 && !quitting()) {
     if (Atomics.load(ctl, ${RUN}) === 0) {
       Atomics.wait(ctl, ${RUN}, 0, 1000);
       continue;
@@ -257,7 +273,8 @@ async function connect() {
 
 (async () => {
   for (;;) {
-    while (Atomics.load(ctl, ${CONNECT}) === 0) Atomics.wait(ctl, ${CONNECT}, 0, 1000);
+    while (Atomics.load(ctl, ${CONNECT}) === 0 && !quitting()) Atomics.wait(ctl, ${CONNECT}, 0, 1000);
+    if (quitting()) return quit();
     Atomics.store(ctl, ${STATE}, ${CONNECTING});
     const session = await connect();
     Atomics.store(ctl, ${STATE}, ${CONNECTED});

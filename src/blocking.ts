@@ -28,10 +28,12 @@ import {
   CAPTURING,
   CONNECT,
   CONNECTED,
+  ENDED,
   EPOCH,
   FLOAT64_SLOTS,
   INT32_SLOTS,
   PARKED,
+  QUIT,
   READY,
   RUN,
   SHARED_BYTES,
@@ -72,8 +74,8 @@ const START_TIMEOUT_MS = 15_000;
 const SAMPLE_WAIT_MS = 250;
 // How long the watchdog's thread is kept after the last scope closed.
 const KEEP_IDLE_MS = 1000;
-// How long the exit hook waits for the inspector session to disconnect.
-const EXIT_DISCONNECT_MS = 200;
+// How long the exit hook waits for the watchdog to disconnect and end its thread.
+const EXIT_QUIT_MS = 1000;
 // The stack depth read during a block.
 const STACK_LIMIT = 64;
 const NATIVE_STACK_TIMEOUT_MS = 100;
@@ -245,18 +247,28 @@ class Watchdog {
     this.#idleTimer = undefined;
     if (this.#listeners.size > 0 || Atomics.load(this.#ctl, STATE) !== PARKED) return;
     this.#end();
-    void this.#worker.terminate().catch(() => {});
+    this.#quit();
   }
 
-  /** At exit: the session disconnected before Node tears the Worker down (else Node waits for the debugger). */
-  disconnectAtExit(): void {
-    if (this.#ended) return;
+  /** Tells the watchdog to disconnect and end its own thread (see blocking-watchdog.ts, Life cycle). */
+  #quit(): void {
     Atomics.store(this.#ctl, RUN, 0);
     Atomics.store(this.#ctl, CONNECT, 0);
+    Atomics.store(this.#ctl, QUIT, 1);
     Atomics.notify(this.#ctl, RUN);
     Atomics.notify(this.#ctl, CONNECT);
     Atomics.notify(this.#ctl, EPOCH);
-    waitWhile(this.#ctl, STATE, (state) => state !== PARKED, EXIT_DISCONNECT_MS);
+  }
+
+  /**
+   * At exit: the session disconnected and the thread ended before Node tears
+   * the Worker down (a session left connected makes Node wait for the
+   * debugger under --inspect).
+   */
+  quitAtExit(): void {
+    if (this.#ended) return;
+    this.#quit();
+    waitWhile(this.#ctl, STATE, (state) => state !== ENDED, EXIT_QUIT_MS);
   }
 
   #setThreshold(): void {
@@ -393,7 +405,7 @@ function sharedWatchdog(): Watchdog {
   watchdog = new Watchdog();
   if (!exitHooked) {
     exitHooked = true;
-    process.on('exit', () => watchdog?.disconnectAtExit());
+    process.on('exit', () => watchdog?.quitAtExit());
   }
   return watchdog;
 }

@@ -28,11 +28,11 @@
 // RUN=1 watches; CONNECT=0 disconnects it and parks the thread (a later scope
 // reuses it). QUIT=1, at exit or long after the last scope, makes the thread
 // disconnect and end by itself (ENDED, then process.exit() in the Worker).
-// Once it runs, it is never stopped from outside: Node aborts when a Worker is terminated while
-// the main thread still dispatches that session's last messages, and under
-// wine a process was seen (once in about 270 exits) to stay alive after its
-// 'exit' event, its main thread joining a terminated watchdog that still
-// waited in Atomics.wait.
+// Once it runs, it is never stopped from outside: Node aborts when a Worker
+// is terminated while the main thread still dispatches that session's last
+// messages, and under wine a process was seen (twice in about 390 exits) to
+// stay alive after its 'exit' event, its main thread joining a terminated
+// watchdog that still waited in Atomics.wait.
 
 import type { MessagePort } from 'node:worker_threads';
 
@@ -43,7 +43,7 @@ export const EPOCH = 2; // how many times the watched thread beat
 export const CAPTURING = 3; // the epoch a sample is being taken of, or -1
 export const READY = 4; // 1 once the watchdog's thread runs and said its key
 export const CONNECT = 5; // 1 while the watched thread wants a session kept
-export const QUIT = 6; // 1 once the watchdog's thread is to end
+export const QUIT = 6; // 1 once the watchdog's thread is to end (CONNECT is 0 then too)
 export const INT32_SLOTS = 8;
 /** Float64 slots, after the Int32 ones. */
 export const BEAT_AT = 0; // ms on the process's monotonic clock (process.hrtime)
@@ -173,7 +173,7 @@ let sampleSeq = 0;
 async function watch(session) {
   let sampledEpoch = -1;
   let sampledAt = 0;
-  while (Atomics.load(ctl, ${CONNECT}) === 1 && !quitting()) {
+  while (Atomics.load(ctl, ${CONNECT}) === 1) {
     if (Atomics.load(ctl, ${RUN}) === 0) {
       Atomics.wait(ctl, ${RUN}, 0, 1000);
       continue;

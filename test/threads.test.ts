@@ -47,14 +47,15 @@ function recordingLogger() {
   return { messages, logger: { warn: (m: string) => void messages.push(m) } };
 }
 
-async function leakErrorOf(promise: Promise<unknown>): Promise<ThreadLeakError> {
+/** The ThreadLeakError `promise` rejects with; `context` says more when it resolves instead. */
+async function leakErrorOf(promise: Promise<unknown>, context?: () => string): Promise<ThreadLeakError> {
   try {
     await promise;
   } catch (error) {
     expect(error).toBeInstanceOf(ThreadLeakError);
     return error as ThreadLeakError;
   }
-  throw new Error('expected a ThreadLeakError');
+  throw new Error(`expected a ThreadLeakError${context ? `; ${context()}` : ''}`);
 }
 
 const raise = (extra: ThreadLeakOptions = {}): ThreadLeakOptions => ({ action: 'raise', gracePeriodMs: 20, ...extra });
@@ -445,10 +446,8 @@ describe('noThreadLeaks: filters', () => {
     // Online: its thread runs Node's code. This test is about what the filter is given; matching a
     // Worker whose thread is still starting is worker-mapping.test.ts's.
     await once(startWorker(), 'online');
-    const outcome = await scope.close().then(() => undefined, (error: unknown) => error);
-    const offered = seen.map((t) => `${t.id} "${t.name}" ${t.origin.kind}`).join(', ');
-    expect(outcome, `the filter was given: ${offered}`).toBeInstanceOf(ThreadLeakError);
-    const error = outcome as ThreadLeakError;
+    const error = await leakErrorOf(scope.close(), () =>
+      `the filter was given: ${seen.map((t) => `${t.id} "${t.name}" ${t.origin.kind}`).join(', ')}`);
     expect(error.leaks.map((t) => t.origin.kind)).toEqual(['worker']);
     expect(seen.some((t) => t.name === 'tl-ignored' && t.origin.kind === 'native')).toBe(true);
   });
